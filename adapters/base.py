@@ -1,0 +1,119 @@
+"""The seam between the engine and the archives.
+
+The engine hands an adapter a :class:`Target` and an :class:`HttpPort`; the adapter builds requests
+(pure functions), sends them through the port (which owns rate limits, retries and timeouts) and
+returns a :class:`Fetched` body. Parsing and reduction are pure functions the engine runs in a
+process pool, so everything crossing that boundary is small and picklable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+from urllib.parse import urlencode
+
+import pandas as pd
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One catalog row, as the engine hands it to an adapter."""
+
+    name: str
+    ra_deg: float
+    dec_deg: float
+    mag: float | None = None
+    pmra_mas_yr: float = 0.0
+    pmdec_mas_yr: float = 0.0
+    index: int | None = None
+
+    @property
+    def pm_mas_yr(self) -> float:
+        """Total proper motion (mas/yr); 0 when unknown."""
+        total = math.hypot(self.pmra_mas_yr or 0.0, self.pmdec_mas_yr or 0.0)
+        return 0.0 if math.isnan(total) else total
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request, built by a pure function and sent by the port."""
+
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...] = ()
+    data: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    stream_to: str | None = None  # a path: the port streams the body there instead of memory
+
+    def display_url(self) -> str:
+        """The URL with its query string, for messages and logs (never carries credentials)."""
+        return f"{self.url}?{urlencode(self.params)}" if self.params else self.url
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the port hands back for a request that succeeded (2xx)."""
+
+    status: int
+    body: bytes
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class HttpPort(Protocol):
+    """Sends requests for one observatory lane: rate limit, concurrency, retries, timeouts."""
+
+    async def send(self, request: Request) -> Response: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An archive's answer for one target, before parsing.
+
+    ``body is None`` means there is nothing to ask the archive for (``no_data_reason`` says why),
+    and the source is stored as "no data" so that it is not asked again.
+    """
+
+    target: Target
+    body: bytes | None
+    url: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    no_data_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReducedLightcurve:
+    """One reduced lightcurve: a table plus the facts about it the database indexes."""
+
+    data: pd.DataFrame
+    filter: str
+    time_start_mjd: float
+    time_end_mjd: float
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One archive. Adapters never open sessions, retry, sleep on their own, or store anything."""
+
+    name: ClassVar[str]
+
+    def no_data_reason(self, target: Target) -> str | None:
+        """Why the archive cannot have data for ``target`` (pure), or None when it may."""
+        ...
+
+    async def fetch(self, target: Target, http: HttpPort) -> Fetched:
+        """Ask the archive for ``target``'s photometry."""
+        ...
+
+    def parse(self, fetched: Fetched) -> pd.DataFrame:
+        """Turn the archive's body into the raw table (pure; runs in the process pool)."""
+        ...
+
+    def reduce(self, raw: pd.DataFrame, target: Target) -> list[ReducedLightcurve]:
+        """Reduce a raw table to lightcurves (pure; runs in the process pool)."""
+        ...

@@ -1,0 +1,76 @@
+"""The exceptions aretriever raises.
+
+Every error derives from :class:`AretrieverError`; a class docstring is its default message.
+
+    AretrieverError
+    ├── ConfigError             bad configuration value, file or key
+    ├── CatalogError            a catalog cannot be read or a row is unusable
+    ├── StoreError              database or HDF5 storage failed
+    │   └── WriteError          a file could not be written completely
+    └── FetchError              an archive request failed
+        ├── TransientFetchError     worth retrying: timeouts, 429, 5xx, truncated bodies
+        │   └── MalformedResponse   a body that is cut short or garbled
+        └── PermanentFetchError     not worth retrying: 4xx, error pages, bad requests
+            └── ArchiveErrorPage    the archive answered with an HTML/VOTable error page
+
+Foreign exceptions (aiohttp, h5py, SQLAlchemy) are mapped once, at the boundary that calls them,
+with ``raise ... from exc``; nothing classifies an error by searching its message.
+"""
+
+from __future__ import annotations
+
+
+class AretrieverError(Exception):
+    """aretriever failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(AretrieverError):
+    """The configuration is invalid."""
+
+
+class CatalogError(AretrieverError):
+    """The catalog cannot be used."""
+
+
+class StoreError(AretrieverError):
+    """Storage failed."""
+
+
+class WriteError(StoreError):
+    """A data file could not be written completely."""
+
+
+class FetchError(AretrieverError):
+    """An archive request failed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class TransientFetchError(FetchError):
+    """The archive failed in a way that is worth retrying."""
+
+
+class MalformedResponse(TransientFetchError):
+    """The archive's answer was cut short or garbled."""
+
+
+class PermanentFetchError(FetchError):
+    """The archive refused the request; retrying will not help."""
+
+
+class ArchiveErrorPage(PermanentFetchError):
+    """The archive answered with an error page instead of data."""
