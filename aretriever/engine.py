@@ -1,0 +1,325 @@
+"""The async engine: catalog rows stream into one lane per observatory.
+
+::
+
+    catalog chunks ─► producer ─► per lane: skip check (bulk) ─► N fetchers (rate limit, retries)
+                                      └► process pool (parse + reduce) ─► file writer ─► row writer
+
+Stages are joined by bounded anyio memory streams, so memory stays flat whatever the catalog size,
+and there is no batch barrier: each fetcher takes the next source as soon as it is free. Every
+long-lived task is named and owned by one task group. On a stop request the producer stops taking
+rows, fetchers finish what they hold (for up to ``grace_s``), and the writers flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from aretriever.adapters import get_adapter
+from aretriever.adapters.base import Adapter, Target
+from aretriever.catalog import BadRow, Catalog, chunk_to_targets
+from aretriever.config import config_hash
+from aretriever.http import Lane
+from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
+from aretriever.settings import Config, LaneConfig
+from aretriever.skipcheck import Decision, Products, check_batch
+from aretriever.store import paths
+from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
+from aretriever.store.models import Failure
+from aretriever.store.writers import FileWriter, RowWriter, Upsert
+from aretriever.summary import Outcome, RunSummary
+
+log = logging.getLogger("aretriever.engine")
+
+ResultCallback = Callable[[SourceResult], None]
+
+
+def products_for(cfg: Config, *, reduce: bool) -> Products:
+    """Where this project's products go: ``<PROJECT>`` or, with version control, ``<PROJECT>_<hash>``."""
+    digest = config_hash(cfg) if cfg.project.version_control else ""
+    return Products(cfg.project.name, digest, paths.product_folder(cfg.project.name, digest or None), reduce)
+
+
+def _warm(_: int) -> int:
+    return os.getpid()
+
+
+def default_executor(workers: int | None) -> ProcessPoolExecutor:
+    """A process pool started by a fork server: workers never inherit the loop's threads or locks."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["aretriever.pool", "aretriever.adapters.ztf", "aretriever.store.hdf5"])
+    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
+
+
+@dataclass(slots=True)
+class _LaneRuntime:
+    name: str
+    cfg: LaneConfig
+    adapter: Adapter
+    http: Lane
+    pipeline: SourcePipeline
+
+
+class Engine:
+    """Backfills catalog sources from one or more observatories.
+
+    Parameters
+    ----------
+    cfg
+        The resolved configuration.
+    observatories
+        Lane names (default: ``cfg.project.obs_names``).
+    executor
+        Where parsing and reduction run (default: a process pool, one worker per core).
+    on_result
+        Called on the event loop for every source and lane as it completes.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        observatories: Sequence[str] | None = None,
+        executor: Executor | None = None,
+        on_result: ResultCallback | None = None,
+        catalog_name: str = "",
+    ) -> None:
+        self.cfg = cfg
+        self.observatories = [o.lower() for o in (observatories or cfg.project.obs_names)]
+        self.data_root = paths.data_root(cfg.store.data_root)
+        self.db_url = resolve_db_url(cfg.store, self.data_root)
+        self.products = products_for(cfg, reduce=cfg.engine.reduce)
+        self.summary = RunSummary()
+        self._executor = executor
+        self._on_result = on_result
+        self._catalog_name = catalog_name
+        self._stopping = anyio.Event()
+        self._work_scope = anyio.CancelScope()
+        self._lanes: dict[str, _LaneRuntime] = {}
+        self._adapters = {name: get_adapter(name, cfg) for name in self.observatories}
+
+    # -- control -------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop taking new rows and let in-flight work finish; a second request aborts at once."""
+        if self._stopping.is_set():
+            log.warning("second stop request: aborting in-flight work")
+            self._work_scope.cancel()
+        else:
+            log.warning("stop requested: finishing in-flight sources (grace %.0f s)", self.cfg.engine.grace_s)
+            self.summary.interrupted = True
+            self._stopping.set()
+
+    # -- run -----------------------------------------------------------------------------------
+
+    async def run(self, catalog: Catalog, start: int = 0, stop: int | None = None) -> RunSummary:
+        """Backfill rows ``start`` to ``stop`` of ``catalog`` and return the summary."""
+        t0 = time.perf_counter()
+        async with AsyncExitStack() as stack:
+            executor = self._executor or stack.enter_context(default_executor(self.cfg.engine.workers))
+            await self._warm_up(executor)
+            stores = await self._open_stores(stack)
+            await self._open_lanes(stack, executor, stores, catalog.name)
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._grace_watchdog, name="grace-watchdog")
+                with self._work_scope:
+                    async with anyio.create_task_group() as tg:
+                        self._start_lanes(tg, catalog, start, stop, stores)
+                outer.cancel_scope.cancel()
+            log.info("work done; flushing writers")
+        self._collect_lane_stats()
+        self.summary.elapsed_s = time.perf_counter() - t0
+        return self.summary
+
+    async def plan(
+        self, catalog: Catalog, start: int = 0, stop: int | None = None
+    ) -> dict[str, Counter[str]]:
+        """What a run would do (the skip check alone): no request, no file written."""
+        counts: dict[str, Counter[str]] = {name: Counter() for name in self.observatories}
+        db = create_engine(self.db_url)
+        try:
+            await migrate(db)
+            self._sessions = session_factory(db)
+            size = self.cfg.engine.skip_batch
+            for chunk in catalog.iter_chunks(start, stop):
+                targets, bad = chunk_to_targets(chunk, self.cfg.catalog.columns)
+                for name in self.observatories:
+                    counts[name]["bad_row"] += len(bad)
+                    for lo in range(0, len(targets), size):
+                        batch = targets[lo : lo + size]
+                        for d in await check_batch(
+                            self._sessions, name, batch, self.products, self.data_root
+                        ):
+                            counts[name][d.action.value] += 1
+        finally:
+            await db.dispose()
+        return counts
+
+    async def _warm_up(self, executor: Executor) -> None:
+        """Start the pool's workers now, so their start-up is not paid by the first sources."""
+        if isinstance(executor, ProcessPoolExecutor):
+            n: int = getattr(executor, "_max_workers", 1)
+            await anyio.to_thread.run_sync(lambda: list(executor.map(_warm, range(n))))
+
+    async def _open_stores(self, stack: AsyncExitStack) -> Stores:
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        db = create_engine(self.db_url)
+        stack.push_async_callback(db.dispose)
+        await migrate(db)
+        self._sessions = session_factory(db)
+        files = await stack.enter_async_context(FileWriter())
+        rows = await stack.enter_async_context(
+            RowWriter(
+                self._sessions, batch_rows=self.cfg.store.db_batch_rows, batch_ms=self.cfg.store.db_batch_ms
+            )
+        )
+        return Stores(files, rows, self.data_root)
+
+    async def _open_lanes(
+        self, stack: AsyncExitStack, executor: Executor, stores: Stores, catalog: str
+    ) -> None:
+        cpu = CpuRunner(executor)
+        for name, adapter in self._adapters.items():
+            cfg: LaneConfig = getattr(self.cfg.observatories, name)
+            connector = aiohttp.TCPConnector(limit=cfg.max_concurrency)
+            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+            http = Lane(name, cfg, session)
+            pipeline = SourcePipeline(
+                adapter=adapter,
+                http=http,
+                cpu=cpu,
+                stores=stores,
+                products=self.products,
+                catalog=self._catalog_name or catalog,
+                max_attempts=cfg.max_attempts,
+            )
+            self._lanes[name] = _LaneRuntime(name, cfg, adapter, http, pipeline)
+
+    def _start_lanes(
+        self, tg: TaskGroup, catalog: Catalog, start: int, stop: int | None, stores: Stores
+    ) -> None:
+        batch_senders = []
+        for name, lane in self._lanes.items():
+            batch_send, batch_recv = anyio.create_memory_object_stream[list[Target]](2)
+            work_send, work_recv = anyio.create_memory_object_stream[Decision](self.cfg.engine.queue_size)
+            batch_senders.append(batch_send)
+            tg.start_soon(self._skip_checker, lane, batch_recv, work_send, name=f"skip-check:{name}")
+            with work_recv:
+                for i in range(lane.cfg.max_concurrency):
+                    tg.start_soon(self._fetcher, lane, work_recv.clone(), name=f"fetcher:{name}:{i}")
+        tg.start_soon(self._produce, catalog, start, stop, batch_senders, stores, name="catalog-producer")
+
+    # -- stages --------------------------------------------------------------------------------
+
+    async def _produce(
+        self,
+        catalog: Catalog,
+        start: int,
+        stop: int | None,
+        senders: list[MemoryObjectSendStream[list[Target]]],
+        stores: Stores,
+    ) -> None:
+        """Stream the catalog in skip-check-sized batches to every lane."""
+        size = self.cfg.engine.skip_batch
+        chunks = catalog.iter_chunks(start, stop)
+        async with AsyncExitStack() as stack:
+            for sender in senders:
+                stack.enter_context(sender)
+            while not self._stopping.is_set():
+                chunk = await anyio.to_thread.run_sync(next, chunks, None)
+                if chunk is None:
+                    break
+                targets, bad = chunk_to_targets(chunk, self.cfg.catalog.columns)
+                await self._record_bad_rows(bad, stores)
+                for lo in range(0, len(targets), size):
+                    for sender in senders:
+                        await sender.send(targets[lo : lo + size])
+
+    async def _record_bad_rows(self, bad: list[BadRow], stores: Stores) -> None:
+        for row in bad:
+            log.warning("catalog: row %d (%s): %s", row.index, row.name, row.reason)
+            reason = "bad_coordinates" if row.reason.startswith("bad coordinates") else "bad_row"
+            self.summary.bad_rows[reason] += 1
+            failure = {
+                "source_name": row.name,
+                "observatory": "",
+                "stage": "catalog",
+                "reason": reason,
+                "attempts": 1,
+                "last_error": row.reason,
+                "resolved": False,
+            }
+            keys = ("source_name", "observatory", "stage")
+            await stores.rows.put(Upsert(Failure, [failure], keys, ("reason", "last_error", "resolved")))
+
+    async def _skip_checker(
+        self,
+        lane: _LaneRuntime,
+        batches: MemoryObjectReceiveStream[list[Target]],
+        work: MemoryObjectSendStream[Decision],
+    ) -> None:
+        """Decide in bulk what each source needs; skipped sources never reach a fetcher."""
+        async with batches, work:
+            async for batch in batches:
+                decisions = await check_batch(
+                    self._sessions,
+                    lane.name,
+                    batch,
+                    self.products,
+                    self.data_root,
+                    verify=self.cfg.engine.verify,
+                )
+                for decision in decisions:
+                    if self._stopping.is_set():
+                        return
+                    await work.send(decision)
+
+    async def _fetcher(self, lane: _LaneRuntime, work: MemoryObjectReceiveStream[Decision]) -> None:
+        """Take the next decision as soon as the last one is done: no batch barrier."""
+        async with work:
+            async for decision in work:
+                result = await lane.pipeline.handle(decision)
+                self._record(result)
+                if self._stopping.is_set():
+                    return
+
+    def _record(self, result: SourceResult) -> None:
+        self.summary.lane(result.observatory).add(result.outcome, result.reason or None)
+        if self._on_result is not None:
+            self._on_result(result)
+
+    async def _grace_watchdog(self) -> None:
+        await self._stopping.wait()
+        await anyio.sleep(self.cfg.engine.grace_s)
+        log.warning("grace period over: cancelling in-flight work")
+        self._work_scope.cancel()
+
+    def _collect_lane_stats(self) -> None:
+        for name, lane in self._lanes.items():
+            summary = self.summary.lane(name)
+            summary.requests = lane.http.stats.requests
+            summary.retries = lane.http.stats.retries
+            summary.statuses = dict(lane.http.stats.statuses)
+
+    @property
+    def outcome_counts(self) -> dict[str, int]:
+        return {o.value: self.summary.total(o) for o in Outcome}
+
+    @property
+    def db_path(self) -> Path | None:
+        prefix = "sqlite+aiosqlite:///"
+        return Path(self.db_url[len(prefix) :]) if self.db_url.startswith(prefix) else None

@@ -1,0 +1,157 @@
+"""The HTTP port of one observatory lane: rate limit, retries and timeouts around aiohttp.
+
+Adapters build :class:`~aretriever.adapters.base.Request` objects and hand them to
+:meth:`Lane.send`; everything about politeness and failure lives here, configured by the lane's
+:class:`~aretriever.settings.LaneConfig`, so adapters stay free of IO policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+import anyio
+from aiolimiter import AsyncLimiter
+from tenacity import RetryCallState
+
+from aretriever.adapters.base import Request, Response
+from aretriever.errors import FetchError, PermanentFetchError, TransientFetchError
+from aretriever.retry import RetryPolicy, parse_retry_after, retrying
+from aretriever.settings import LaneConfig
+
+log = logging.getLogger("aretriever.http")
+
+
+@dataclass(slots=True)
+class LaneStats:
+    """What a lane did; read by the run summary and the metrics endpoint."""
+
+    requests: int = 0
+    retries: int = 0
+    bytes_in: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def make_limiter(rate_per_s: float) -> AsyncLimiter:
+    """A leaky bucket of one second's worth of requests (at least one) at ``rate_per_s``."""
+    capacity = max(1.0, rate_per_s)
+    return AsyncLimiter(capacity, capacity / rate_per_s)
+
+
+def error_for_status(
+    status: int, reason: str, request: Request, retry_after_s: float | None
+) -> FetchError:
+    """The typed error for an HTTP error status."""
+    cls = TransientFetchError if status == 429 or status >= 500 else PermanentFetchError
+    message = f"answered {status} ({request.display_url()}): {reason}"
+    return cls(message, url=request.display_url(), status=status, retry_after_s=retry_after_s)
+
+
+class Lane:
+    """An :class:`~aretriever.adapters.base.HttpPort` for one observatory."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: LaneConfig,
+        session: aiohttp.ClientSession,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        limiter: AsyncLimiter | None = None,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.stats = LaneStats()
+        self._session = session
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._limiter = limiter or make_limiter(cfg.rate_per_s)
+        self._policy = RetryPolicy(cfg.max_attempts, cfg.backoff_base_s, cfg.backoff_max_s)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait (archive polling); injectable so tests do not really wait."""
+        await self._sleep(seconds)
+
+    async def send(self, request: Request) -> Response:
+        """Send ``request`` politely, retrying transient failures; raise a FetchError otherwise."""
+        controller = retrying(
+            self._policy, sleep=self._sleep, rng=self._rng, before_sleep=self._on_retry
+        )
+        async for attempt in controller:
+            with attempt:
+                return await self._send_once(request)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _on_retry(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.upcoming_sleep
+        log.info(
+            "%s: %s [attempt %d/%d, next in %.1f s]",
+            self.name,
+            exc,
+            state.attempt_number,
+            self.cfg.max_attempts,
+            wait,
+        )
+
+    async def _send_once(self, request: Request) -> Response:
+        async with self._limiter:
+            self.stats.requests += 1
+        try:
+            return await self._exchange(request)
+        except FetchError as exc:
+            self.stats.errors[f"http_{exc.status}" if exc.status else type(exc).__name__] += 1
+            raise
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            self.stats.errors[type(exc).__name__] += 1
+            what = (
+                f"timed out after {self.cfg.timeout_s:g} s"
+                if isinstance(exc, TimeoutError)
+                else repr(exc)
+            )
+            raise TransientFetchError(
+                f"{what} ({request.display_url()})", url=request.display_url()
+            ) from exc
+
+    async def _exchange(self, request: Request) -> Response:
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
+        async with self._session.request(
+            request.method,
+            request.url,
+            params=list(request.params) or None,
+            data=dict(request.data) if request.data is not None else None,
+            headers=dict(request.headers),
+            timeout=timeout,
+        ) as resp:
+            self.stats.statuses[resp.status] += 1
+            if resp.status >= 400:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), datetime.now(UTC))
+                raise error_for_status(resp.status, resp.reason or "", request, retry_after)
+            body = await self._read_body(resp, request)
+            self.stats.bytes_in += len(body)
+            return Response(resp.status, body, str(resp.url), dict(resp.headers))
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, request: Request) -> bytes:
+        if request.stream_to is None:
+            return await resp.read()
+        # Large files go straight to disk so memory stays flat; the caller verifies and renames.
+        size = 0
+        async with await anyio.open_file(request.stream_to, "wb") as sink:
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                await sink.write(chunk)
+                size += len(chunk)
+        if resp.content_length is not None and size != resp.content_length:
+            raise TransientFetchError(
+                f"body cut short: {size} of {resp.content_length} bytes ({request.display_url()})",
+                url=request.display_url(),
+            )
+        return b""

@@ -1,0 +1,352 @@
+"""What happens to one source in one lane, once the skip check has decided.
+
+Fetch through the lane's port, parse and reduce in the pool, hand the tables to the file writer,
+and only when the files are complete hand their rows to the row writer. Any failure becomes a
+``failures`` row with its stage and reason; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aretriever.adapters.base import Adapter, Fetched, HttpPort, ReducedLightcurve, Target
+from aretriever.errors import FetchError, MalformedResponse, StoreError
+from aretriever.pool import CpuJob, CpuResult, run_job
+from aretriever.retry import is_transient
+from aretriever.skipcheck import Action, Decision, Products
+from aretriever.store import paths
+from aretriever.store.hdf5 import h5_nrows
+from aretriever.store.models import Failure, Lightcurve, RawPhotometry, Source
+from aretriever.store.writers import FileWriter, Replace, RowWriter, Upsert
+from aretriever.summary import Outcome
+
+log = logging.getLogger("aretriever.pipeline")
+
+_SOURCE_COLUMNS = ("ra_deg", "dec_deg", "mag", "pmra_mas_yr", "pmdec_mas_yr", "catalog", "cat_index")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceResult:
+    """What happened to one source in one lane (streamed to progress bars and embedders)."""
+
+    source: str
+    observatory: str
+    outcome: Outcome
+    reason: str = ""
+    num_lightcurves: int = 0
+
+
+@dataclass(slots=True)
+class Stores:
+    """The two writer tasks and where files live."""
+
+    files: FileWriter
+    rows: RowWriter
+    data_root: Path
+
+
+class CpuRunner:
+    """Runs :mod:`aretriever.pool` jobs on an executor without blocking the loop."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    async def run(self, job: CpuJob) -> CpuResult:
+        return await asyncio.wrap_future(self.executor.submit(run_job, job))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def source_row(target: Target, catalog: str) -> dict[str, Any]:
+    """The ``sources`` row for a target."""
+    return {
+        "name": target.name,
+        "ra_deg": target.ra_deg,
+        "dec_deg": target.dec_deg,
+        "mag": target.mag,
+        "pmra_mas_yr": target.pmra_mas_yr,
+        "pmdec_mas_yr": target.pmdec_mas_yr,
+        "catalog": catalog,
+        "cat_index": target.index,
+    }
+
+
+def raw_attrs(target: Target, observatory: str, fetched: Fetched) -> dict[str, Any]:
+    """Metadata kept beside the raw table, so a file alone says what it holds."""
+    return {
+        "source_name": target.name,
+        "observatory": observatory,
+        "ra_deg": target.ra_deg,
+        "dec_deg": target.dec_deg,
+        "mag": target.mag,
+        "url": fetched.url,
+        "fetched_at": _now().isoformat(),
+        "archive": dict(fetched.meta),
+    }
+
+
+class SourcePipeline:
+    """Carries out skip-check decisions for one observatory lane."""
+
+    def __init__(
+        self,
+        *,
+        adapter: Adapter,
+        http: HttpPort,
+        cpu: CpuRunner,
+        stores: Stores,
+        products: Products,
+        catalog: str,
+        max_attempts: int,
+    ) -> None:
+        self.adapter = adapter
+        self.observatory = adapter.name
+        self.http = http
+        self.cpu = cpu
+        self.stores = stores
+        self.products = products
+        self.catalog = catalog
+        self.max_attempts = max_attempts
+
+    async def handle(self, decision: Decision) -> SourceResult:
+        """Do what ``decision`` says; a failure is recorded, never raised."""
+        try:
+            return await self._dispatch(decision)
+        except FetchError as exc:
+            return await self._fail(decision, "fetch", exc)
+        except StoreError as exc:
+            return await self._fail(decision, "write", exc)
+        except Exception as exc:  # a bad source never stops the run; the traceback goes to the log
+            log.exception("%s: %s failed", self.observatory, decision.target.name)
+            return await self._fail(decision, "reduce", exc)
+
+    async def _dispatch(self, d: Decision) -> SourceResult:
+        if d.action is Action.SKIP:
+            return self._result(d.target, Outcome.SKIPPED)
+        if d.action is Action.RELINK:
+            return await self._relink(d)
+        if d.action is Action.REDUCE:
+            return await self._reduce_stored(d, Outcome.REDUCED)
+        outcome = Outcome.REFETCHED if d.action is Action.REFETCH else Outcome.FETCHED
+        return await self._fetch(d, outcome)
+
+    def _result(self, target: Target, outcome: Outcome, reason: str = "", n: int = 0) -> SourceResult:
+        return SourceResult(target.name, self.observatory, outcome, reason, n)
+
+    # -- fetch ---------------------------------------------------------------------------------
+
+    async def _fetch(self, d: Decision, outcome: Outcome) -> SourceResult:
+        target = d.target
+        fetched, result = await self._fetch_and_parse(target)
+        if fetched.body is None or result is None:
+            await self._store_no_data(d, fetched)
+            return self._result(target, Outcome.NO_DATA, fetched.no_data_reason or "")
+        raw = result.raw if result.raw is not None else pd.DataFrame()
+        relpath = paths.raw_relpath(self.observatory, target.name, target.ra_deg)
+        nbytes = await self._write(
+            relpath, {paths.raw_key(target.name): (raw, raw_attrs(target, self.observatory, fetched))}
+        )
+        lc_rows = await self._write_lightcurves(target, result.lightcurves)
+        await self._submit_rows(d, self._raw_row(target, relpath, len(raw), nbytes, fetched), lc_rows)
+        return self._result(target, outcome, d.reason, len(result.lightcurves))
+
+    async def _fetch_and_parse(self, target: Target) -> tuple[Fetched, CpuResult | None]:
+        """Fetch and parse; a body that parses as cut short is asked for again (it is transient)."""
+        for attempt in range(1, self.max_attempts + 1):
+            fetched = await self.adapter.fetch(target, self.http)
+            if fetched.body is None:
+                return fetched, None
+            job = CpuJob(self.adapter, target, fetched, reduce=self.products.reduce)
+            try:
+                return fetched, await self.cpu.run(job)
+            except MalformedResponse:
+                if attempt == self.max_attempts:
+                    raise
+                log.info(
+                    "%s: malformed answer for %s, asking again [attempt %d/%d]",
+                    self.observatory,
+                    target.name,
+                    attempt,
+                    self.max_attempts,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write(self, relpath: str, tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]]) -> int:
+        return await self.stores.files.write(paths.resolve(self.stores.data_root, relpath), tables)
+
+    def _raw_row(
+        self, target: Target, relpath: str | None, n: int, nbytes: int, fetched: Fetched | None
+    ) -> dict[str, Any]:
+        status = "no_data" if relpath is None else ("ok" if n else "empty")
+        return {
+            "source_name": target.name,
+            "observatory": self.observatory,
+            "status": status,
+            "filename": relpath,
+            "filekey": paths.raw_key(target.name) if relpath else None,
+            "num_rows": n,
+            "nbytes": nbytes,
+            "url": fetched.url if fetched else None,
+            "meta": {"no_data_reason": fetched.no_data_reason} if fetched and fetched.no_data_reason else {},
+            "fetched_at": _now(),
+        }
+
+    async def _store_no_data(self, d: Decision, fetched: Fetched) -> None:
+        await self._submit_rows(d, self._raw_row(d.target, None, 0, 0, fetched), None)
+
+    # -- lightcurves ---------------------------------------------------------------------------
+
+    async def _write_lightcurves(
+        self, target: Target, lcs: list[ReducedLightcurve]
+    ) -> list[dict[str, Any]] | None:
+        if not self.products.reduce:
+            return None
+        if not lcs:
+            return []
+        relpath = paths.reduced_relpath(self.products.folder, self.observatory, target.name, target.ra_deg)
+        total = len(lcs)
+        keys = [paths.reduction_key(target.name, i, total) for i in range(1, total + 1)]
+        tables = {
+            key: (lc.data, {**dict(lc.meta), "filter": lc.filter}) for key, lc in zip(keys, lcs, strict=True)
+        }
+        nbytes = await self._write(relpath, tables)
+        return [
+            self._lightcurve_row(target, lc, relpath, key, i, total, nbytes)
+            for i, (key, lc) in enumerate(zip(keys, lcs, strict=True), start=1)
+        ]
+
+    def _lightcurve_row(
+        self,
+        target: Target,
+        lc: ReducedLightcurve,
+        relpath: str,
+        key: str,
+        number: int,
+        total: int,
+        nbytes: int,
+    ) -> dict[str, Any]:
+        return {
+            "source_name": target.name,
+            "observatory": self.observatory,
+            "project": self.products.project,
+            "cfg_hash": self.products.cfg_hash,
+            "series_number": number,
+            "series_total": total,
+            "simulation_number": 0,
+            "filename": relpath,
+            "filekey": key,
+            "num_rows": len(lc.data),
+            "nbytes": nbytes,
+            "filter": lc.filter,
+            "time_start_mjd": lc.time_start_mjd,
+            "time_end_mjd": lc.time_end_mjd,
+            "meta": dict(lc.meta),
+        }
+
+    async def _reduce_stored(self, d: Decision, outcome: Outcome) -> SourceResult:
+        target = d.target
+        job = CpuJob(
+            self.adapter,
+            target,
+            None,
+            str(paths.resolve(self.stores.data_root, d.raw_relpath)),
+            paths.raw_key(target.name),
+            reduce=True,
+        )
+        result = await self.cpu.run(job)
+        lc_rows = await self._write_lightcurves(target, result.lightcurves)
+        await self._submit_rows(d, None, lc_rows)
+        return self._result(target, outcome, d.reason, len(result.lightcurves))
+
+    # -- relink --------------------------------------------------------------------------------
+
+    async def _relink(self, d: Decision) -> SourceResult:
+        """A complete file without its row (e.g. after a crash): give it its row back."""
+        target = d.target
+        path = paths.resolve(self.stores.data_root, d.raw_relpath)
+        n = await self.stores.files.run(h5_nrows, path, paths.raw_key(target.name))
+        row = self._raw_row(target, d.raw_relpath, n, path.stat().st_size, None)
+        await self._submit_rows(d, row, None)
+        if self.products.reduce and n:
+            await self._reduce_stored(d, Outcome.RELINKED)
+        return self._result(target, Outcome.RELINKED, d.reason)
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    async def _submit_rows(
+        self, d: Decision, raw: dict[str, Any] | None, lcs: list[dict[str, Any]] | None
+    ) -> None:
+        """Rows go to the writer only now, after their files are complete."""
+        rows = self.stores.rows
+        await rows.put(Upsert(Source, [source_row(d.target, self.catalog)], ("name",), _SOURCE_COLUMNS))
+        if raw is not None:
+            await rows.put(Upsert(RawPhotometry, [raw], ("source_name", "observatory")))
+        if lcs is not None:
+            where = {
+                "source_name": d.target.name,
+                "observatory": self.observatory,
+                "project": self.products.project,
+                "cfg_hash": self.products.cfg_hash,
+                "simulation_number": 0,
+            }
+            await rows.put(Replace(Lightcurve, where, lcs))
+        if d.failed_stages:
+            resolved = [
+                {
+                    "source_name": d.target.name,
+                    "observatory": self.observatory,
+                    "stage": stage,
+                    "reason": "resolved",
+                    "attempts": 0,
+                    "last_error": "",
+                    "first_at": _now(),
+                    "last_at": _now(),
+                    "resolved": True,
+                }
+                for stage in sorted(d.failed_stages)
+            ]
+            await rows.put(
+                Upsert(Failure, resolved, ("source_name", "observatory", "stage"), ("resolved", "last_at"))
+            )
+
+    async def _fail(self, d: Decision, stage: str, exc: BaseException) -> SourceResult:
+        reason = _failure_reason(exc)
+        attempts = self.max_attempts if is_transient(exc) else 1
+        log.warning("%s: %s failed at %s: %s", self.observatory, d.target.name, stage, exc)
+        row = {
+            "source_name": d.target.name,
+            "observatory": self.observatory,
+            "stage": stage,
+            "reason": reason,
+            "attempts": attempts,
+            "last_error": str(exc)[:2000],
+            "first_at": _now(),
+            "last_at": _now(),
+            "resolved": False,
+        }
+        await self.stores.rows.put(
+            Upsert(
+                Failure,
+                [row],
+                ("source_name", "observatory", "stage"),
+                ("reason", "attempts", "last_error", "last_at", "resolved"),
+            )
+        )
+        return self._result(d.target, Outcome.FAILED, reason)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, FetchError) and exc.status is not None:
+        return f"http_{exc.status}"
+    return type(exc).__name__

@@ -1,0 +1,69 @@
+"""The CPU stage: what runs in the process pool.
+
+Everything here is a top-level function of small, picklable arguments, so any
+:class:`concurrent.futures.Executor` (a process pool, a dask ``Client.get_executor()``) can run it.
+Parsing belongs here with the reduction: on the event loop it would stall every other request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from aretriever.adapters.base import Adapter, Fetched, ReducedLightcurve, Target
+
+
+@dataclass(frozen=True, slots=True)
+class CpuJob:
+    """Parse a fetched body, or re-read a stored raw file (``raw_path``/``raw_key``); then reduce."""
+
+    adapter: Adapter
+    target: Target
+    fetched: Fetched | None = None
+    raw_path: str | None = None
+    raw_key: str | None = None
+    reduce: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CpuResult:
+    """The parsed raw table (None when it was read from disk) and its lightcurves, with timings."""
+
+    raw: pd.DataFrame | None
+    lightcurves: list[ReducedLightcurve] = field(default_factory=list)
+    num_raw_rows: int = 0
+    parse_s: float = 0.0
+    reduce_s: float = 0.0
+
+
+def run_job(job: CpuJob) -> CpuResult:
+    """Parse and/or reduce one source (runs in a worker process)."""
+    t0 = time.perf_counter()
+    raw = job.adapter.parse(job.fetched) if job.fetched is not None else _read_raw(job)
+    t1 = time.perf_counter()
+    lightcurves = job.adapter.reduce(raw, job.target) if job.reduce and len(raw) else []
+    parsed = raw if job.fetched is not None else None
+    return CpuResult(parsed, lightcurves, len(raw), t1 - t0, time.perf_counter() - t1)
+
+
+def run_jobs(jobs: list[CpuJob]) -> list[CpuResult | BaseException]:
+    """Several jobs in one trip to a worker (fewer round trips); errors returned, not raised."""
+    results: list[CpuResult | BaseException] = []
+    for job in jobs:
+        try:
+            results.append(run_job(job))
+        except Exception as exc:  # each job's error belongs to that job, not to the batch
+            results.append(exc)
+    return results
+
+
+def _read_raw(job: CpuJob) -> pd.DataFrame:
+    from aretriever.store.hdf5 import read_h5
+
+    if job.raw_path is None or job.raw_key is None:
+        raise ValueError("a CpuJob needs either a fetched body or a raw file and key")
+    frame, _ = read_h5(Path(job.raw_path), job.raw_key)
+    return frame

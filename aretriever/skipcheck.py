@@ -1,0 +1,190 @@
+"""The bulk skip check: what each source of a batch needs, from a few queries and file stats.
+
+A source is skipped without any request when its raw row is stored and its file is on disk with
+the recorded size (and, with ``verify``, opens); a row whose file is gone or changed is fetched
+again; a file without a row is re-linked; raw data without the project's lightcurves is reduced
+again from disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aretriever.adapters.base import Target
+from aretriever.store import paths
+from aretriever.store.hdf5 import verify_h5
+from aretriever.store.models import Failure, Lightcurve, RawPhotometry
+
+
+class Action(StrEnum):
+    """What the engine must do for one source in one lane."""
+
+    SKIP = "skip"
+    FETCH = "fetch"
+    REFETCH = "refetch"
+    RELINK = "relink"
+    REDUCE = "reduce"
+
+
+@dataclass(frozen=True, slots=True)
+class Products:
+    """Where a project's reduced products go, and whether to make them."""
+
+    project: str
+    cfg_hash: str  # '' without version control
+    folder: str  # relative to DATA_ROOT
+    reduce: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRaw:
+    """What the database says about a source's raw data."""
+
+    status: str
+    filename: str | None
+    nbytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What the disk says: size in bytes (None: missing) and, when verified, whether it opens."""
+
+    size: int | None
+    readable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The action for one target, where its raw file is (or will be), and why."""
+
+    target: Target
+    action: Action
+    raw_relpath: str
+    reason: str = ""
+    failed_stages: frozenset[str] = frozenset()
+
+
+def _raw_ok(row: StoredRaw, raw_file: FileState) -> str | None:
+    """Why stored raw data cannot be trusted, or None."""
+    if row.status == "no_data":
+        return None
+    if raw_file.size is None:
+        return "raw file missing"
+    if row.nbytes is not None and raw_file.size != row.nbytes:
+        return f"raw file is {raw_file.size} bytes, the row says {row.nbytes}"
+    if not raw_file.readable:
+        return "raw file unreadable"
+    return None
+
+
+def decide(
+    row: StoredRaw | None,
+    raw_file: FileState,
+    lightcurves: FileState | None,
+    *,
+    needs_reduction: bool,
+) -> tuple[Action, str]:
+    """The action for one source (pure): ``lightcurves`` is the reduced file's state, None: no rows."""
+    if row is None:
+        if raw_file.size is not None and raw_file.readable:
+            return Action.RELINK, "file on disk without a row"
+        return Action.FETCH, "new"
+    problem = _raw_ok(row, raw_file)
+    if problem:
+        return Action.REFETCH, problem
+    if not needs_reduction or row.status != "ok":
+        return Action.SKIP, "stored"
+    if lightcurves is None:
+        return Action.REDUCE, "no lightcurves for this project"
+    if lightcurves.size is None or not lightcurves.readable:
+        return Action.REDUCE, "reduced file missing or unreadable"
+    return Action.SKIP, "stored"
+
+
+async def _stored_raw(session: AsyncSession, observatory: str, names: list[str]) -> dict[str, StoredRaw]:
+    query = sa.select(
+        RawPhotometry.source_name, RawPhotometry.status, RawPhotometry.filename, RawPhotometry.nbytes
+    ).where(RawPhotometry.observatory == observatory, RawPhotometry.source_name.in_(names))
+    return {name: StoredRaw(status, fn, nb) for name, status, fn, nb in await session.execute(query)}
+
+
+async def _stored_lightcurves(
+    session: AsyncSession, observatory: str, names: list[str], products: Products
+) -> dict[str, tuple[str | None, int | None]]:
+    query = sa.select(Lightcurve.source_name, Lightcurve.filename, Lightcurve.nbytes).where(
+        Lightcurve.observatory == observatory,
+        Lightcurve.project == products.project,
+        Lightcurve.cfg_hash == products.cfg_hash,
+        Lightcurve.simulation_number == 0,
+        Lightcurve.source_name.in_(names),
+    )
+    return {name: (fn, nb) for name, fn, nb in await session.execute(query)}
+
+
+async def _open_failures(
+    session: AsyncSession, observatory: str, names: list[str]
+) -> dict[str, frozenset[str]]:
+    query = sa.select(Failure.source_name, Failure.stage).where(
+        Failure.observatory == observatory, Failure.resolved.is_(False), Failure.source_name.in_(names)
+    )
+    stages: dict[str, set[str]] = {}
+    for name, stage in await session.execute(query):
+        stages.setdefault(name, set()).add(stage)
+    return {name: frozenset(s) for name, s in stages.items()}
+
+
+def _file_state(path: Path, verify: bool) -> FileState:
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return FileState(None)
+    return FileState(size, verify_h5(path) if verify else True)
+
+
+async def check_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    observatory: str,
+    targets: Sequence[Target],
+    products: Products,
+    data_root: Path,
+    *,
+    verify: bool = False,
+) -> list[Decision]:
+    """Decide, for a batch of targets, what each needs: three queries and a stat per file."""
+    names = [t.name for t in targets]
+    async with sessions() as session:
+        raw = await _stored_raw(session, observatory, names)
+        lcs = await _stored_lightcurves(session, observatory, names, products) if products.reduce else {}
+        failures = await _open_failures(session, observatory, names)
+
+    def on_disk() -> list[Decision]:
+        return [
+            _decide_one(t, raw.get(t.name), lcs.get(t.name), failures.get(t.name, frozenset()))
+            for t in targets
+        ]
+
+    def _decide_one(
+        target: Target,
+        row: StoredRaw | None,
+        lc: tuple[str | None, int | None] | None,
+        failed: frozenset[str],
+    ) -> Decision:
+        relpath = (row.filename if row and row.filename else None) or paths.raw_relpath(
+            observatory, target.name, target.ra_deg
+        )
+        raw_file = _file_state(paths.resolve(data_root, relpath), verify)
+        lc_file = (
+            None if lc is None or lc[0] is None else _file_state(paths.resolve(data_root, lc[0]), verify)
+        )
+        action, reason = decide(row, raw_file, lc_file, needs_reduction=products.reduce)
+        return Decision(target, action, relpath, reason, failed)
+
+    return await anyio.to_thread.run_sync(on_disk)
