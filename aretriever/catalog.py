@@ -42,8 +42,12 @@ class Catalog(Protocol):
 
 
 @dataclass(slots=True)
-class TestCatalog:
-    """``size`` random sources, reproducible from ``seed``, all visible to ZTF (dec > -30)."""
+class GeneratedCatalog:
+    """``size`` random sources, reproducible from ``seed``, all visible to ZTF (dec > -30).
+
+    They have no magnitudes: a random magnitude would make every reducer's magnitude check reject
+    the (real, recorded) photometry the fake archive replays for them.
+    """
 
     size: int
     seed: int = 42
@@ -69,7 +73,6 @@ class TestCatalog:
                 "name": [f"TEST{i:0{width}d}" for i in range(self.size)],
                 "ra": ra,
                 "dec": dec,
-                "mag": rng.uniform(14.0, 20.0, self.size),
                 "pmra": rng.normal(0.0, 20.0, self.size),
                 "pmdec": rng.normal(0.0, 20.0, self.size),
             }
@@ -160,7 +163,7 @@ def open_catalog(spec: str | None, cfg: CatalogConfig) -> Catalog:
     if spec is None:
         raise CatalogError("catalog: none given (use --catalog FILE or --catalog test)")
     if spec.lower() == "test":
-        return TestCatalog(cfg.test_size, cfg.test_seed, cfg.chunk_rows)
+        return GeneratedCatalog(cfg.test_size, cfg.test_seed, cfg.chunk_rows)
     path = Path(spec).expanduser()
     if path.exists():
         return FileCatalog(path, cfg.chunk_rows)

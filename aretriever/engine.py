@@ -158,7 +158,8 @@ class Engine:
             for chunk in catalog.iter_chunks(start, stop):
                 targets, bad = chunk_to_targets(chunk, self.cfg.catalog.columns)
                 for name in self.observatories:
-                    counts[name]["bad_row"] += len(bad)
+                    if bad:
+                        counts[name]["bad_row"] += len(bad)
                     for lo in range(0, len(targets), size):
                         batch = targets[lo : lo + size]
                         for d in await check_batch(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aretriever.catalog import Catalog, TestCatalog, open_catalog
+from aretriever.catalog import Catalog, GeneratedCatalog, open_catalog
 from aretriever.config import load_config
 from aretriever.engine import Engine
 from aretriever.errors import AretrieverError, CatalogError, ConfigError
@@ -75,7 +75,7 @@ def load(args: argparse.Namespace) -> Config:
 def _size_hint(catalog: Catalog, start: int, stop: int | None) -> int | None:
     if stop is not None:
         return max(0, stop - start)
-    if isinstance(catalog, TestCatalog):
+    if isinstance(catalog, GeneratedCatalog):
         return max(0, len(catalog) - start)
     return None
 

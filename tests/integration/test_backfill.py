@@ -1,0 +1,184 @@
+"""End to end: the CLI against the fake archive, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pandas as pd
+import sqlalchemy as sa
+from aretriever.store import db, paths
+
+from aretriever.catalog import GeneratedCatalog
+from aretriever.testing.fake_archive import Faults
+
+ZTF = "/cgi-bin/ZTF/nph_light_curves"
+
+
+def query(db_url: str, sql: str) -> list[Any]:
+    async def go() -> list[Any]:
+        engine = db.create_engine(db_url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(sa.text(sql))
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def catalog_rows(size: int) -> pd.DataFrame:
+    return pd.concat(list(GeneratedCatalog(size).iter_chunks()))
+
+
+def test_backfill_stores_every_source_and_resumes_without_requests(
+    run_cli, archive, db_url, tmp_path
+) -> None:
+    summary = tmp_path / "summary.json"
+    assert run_cli("--summary-json", str(summary), size=12) == 0
+    assert archive.archive.count(ZTF) == 12
+    assert json.loads(summary.read_text())["observatories"]["ztf"]["fetched"] == 12
+
+    root = tmp_path / "data"
+    raws = {
+        r[0]: r
+        for r in query(
+            db_url, "select source_name, status, filename, filekey, num_rows, nbytes from raw_photometry"
+        )
+    }
+    for _, row in catalog_rows(12).iterrows():
+        name, status, filename, filekey, num_rows, nbytes = raws[row["name"]]
+        assert status == "ok"
+        assert filename == paths.raw_relpath("ztf", name, row["ra"])
+        served = archive.served_rows(row["ra"], row["dec"])
+        with h5py.File(root / filename) as f:
+            table = pd.DataFrame(f[filekey][:])
+        assert len(table) == num_rows == served > 0
+        assert (root / filename).stat().st_size == nbytes
+
+    lcs = query(
+        db_url,
+        "select source_name, series_number, series_total, filename, filekey, num_rows from lightcurves",
+    )
+    assert {lc[0] for lc in lcs} == set(raws)
+    for name, number, total, filename, key, n in lcs:
+        assert key == paths.reduction_key(name, number, total)
+        with h5py.File(root / filename) as f:
+            assert len(f[key]) == n > 0
+            assert len(f.keys()) == total
+
+    archive.archive.reset_counts()
+    assert run_cli("--summary-json", str(summary), size=12) == 0
+    assert archive.archive.count() == 0
+    assert json.loads(summary.read_text())["observatories"]["ztf"]["skipped"] == 12
+
+
+def test_missing_or_changed_files_are_fetched_again_and_lost_rows_relinked(
+    run_cli, archive, db_url, tmp_path
+) -> None:
+    assert run_cli(size=6) == 0
+    root = tmp_path / "data"
+    files = sorted(root.glob("ZTF/RA*/*.h5"))
+    files[0].unlink()
+    with files[1].open("ab") as f:
+        f.write(b"garbage")
+    archive.archive.reset_counts()
+    summary = tmp_path / "s.json"
+    assert run_cli("--summary-json", str(summary), size=6) == 0
+    ztf = json.loads(summary.read_text())["observatories"]["ztf"]
+    assert (ztf["refetched"], ztf["skipped"], archive.archive.count()) == (2, 4, 2)
+
+    query(db_url, "delete from lightcurves")
+    query(db_url, "delete from raw_photometry")
+    archive.archive.reset_counts()
+    assert run_cli("--summary-json", str(summary), size=6) == 0
+    ztf = json.loads(summary.read_text())["observatories"]["ztf"]
+    assert (ztf["relinked"], archive.archive.count()) == (6, 0)
+    assert query(db_url, "select count(*) from raw_photometry where status = 'ok'") == [(6,)]
+    assert query(db_url, "select count(distinct source_name) from lightcurves") == [(6,)]
+
+
+def test_bad_rows_and_sources_without_coverage(run_cli, archive, db_url, tmp_path) -> None:
+    catalog = tmp_path / "cat.csv"
+    pd.DataFrame(
+        {
+            "name": ["good", "nan-ra", "dec-95", "ra-360", "south", "faint"],
+            "ra": [10.0, float("nan"), 10.0, 360.0, 10.0, 20.0],
+            "dec": [40.0, 10.0, 95.0, 10.0, -45.0, 40.0],
+            "mag": [None, None, None, None, None, 21.5],
+        }
+    ).to_csv(catalog, index=False)
+    assert run_cli("--catalog", str(catalog)) == 1  # some rows failed
+    assert archive.archive.count(ZTF) == 1
+    failures = query(db_url, "select source_name, stage, reason from failures order by source_name")
+    assert failures == [
+        ("dec-95", "catalog", "bad_coordinates"),
+        ("nan-ra", "catalog", "bad_coordinates"),
+        ("ra-360", "catalog", "bad_coordinates"),
+    ]
+    statuses = dict(query(db_url, "select source_name, status from raw_photometry"))
+    assert statuses == {"good": "ok", "south": "no_data", "faint": "no_data"}
+    archive.archive.reset_counts()
+    run_cli("--catalog", str(catalog))
+    assert archive.archive.count() == 0
+
+
+def test_error_page_is_a_recorded_permanent_failure(run_cli, archive, db_url) -> None:
+    archive.archive.script(ZTF, [(200, "<html><body><h1>ERROR</h1>Bad POS</body></html>", {})])
+    assert run_cli(size=3) == 1
+    assert archive.archive.count(ZTF) == 3  # not retried
+    (row,) = query(db_url, "select stage, reason, last_error from failures")
+    assert row[:2] == ("fetch", "ArchiveErrorPage") and ZTF in row[2]
+    assert run_cli(size=3) == 0  # the archive is fine now: the failure is resolved
+    assert query(db_url, "select resolved from failures") in ([(1,)], [(True,)])
+
+
+def test_faulty_archive_every_source_completes_exactly_once(run_cli, archive, db_url, tmp_path) -> None:
+    archive.archive.faults = Faults(
+        error_rate=0.10, rate_429=0.05, retry_after_s=1, timeout_rate=0.02, truncate_rate=0.02, seed=7
+    )
+    summary = tmp_path / "s.json"
+    code = run_cli(
+        "--summary-json", str(summary),
+        "--set", "observatories.ztf.timeout_s=1",
+        "--set", "observatories.ztf.max_attempts=10",
+        "--set", "observatories.ztf.max_concurrency=32",
+        size=500,
+    )  # fmt: skip
+    ztf = json.loads(summary.read_text())["observatories"]["ztf"]
+    assert code == 0, ztf
+    assert ztf["fetched"] == 500 and ztf["retries"] > 50
+    assert archive.archive.count(ZTF) == ztf["requests"] > 550
+    assert query(db_url, "select count(*), count(distinct source_name) from raw_photometry") == [(500, 500)]
+    assert query(db_url, "select count(*) from failures where resolved = false") == [(0,)]
+    dupes = query(
+        db_url,
+        "select source_name, series_number, count(*) from lightcurves group by source_name, series_number having count(*) > 1",
+    )
+    assert dupes == []
+    root = tmp_path / "data"
+    assert len(list(root.glob("ZTF/RA*/*.h5"))) == 500
+    assert not list(root.rglob(".*tmp*"))
+
+
+def test_dry_run_makes_no_request(run_cli, archive, capsys) -> None:
+    assert run_cli("--dry-run", size=5) == 0
+    assert archive.archive.count() == 0
+    assert "ztf: fetch 5" in capsys.readouterr().out
+
+
+def test_bad_config_exits_2(run_cli, capsys) -> None:
+    assert run_cli("--set", "observatories.ztf.ratelimit=3") == 2
+    assert "observatories.ztf.ratelimit: unknown key" in capsys.readouterr().err
+
+
+def test_files_written_by_a_run_open_with_plain_h5py(run_cli, tmp_path: Path) -> None:
+    assert run_cli(size=3) == 0
+    for f in (tmp_path / "data").rglob("*.h5"):
+        with h5py.File(f) as h5:
+            for key in h5:
+                assert len(pd.DataFrame(h5[key][:]).columns) > 10
