@@ -13,6 +13,7 @@ rows, fetchers finish what they hold (for up to ``grace_s``), and the writers fl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -248,7 +249,8 @@ class Engine:
                 await self._record_bad_rows(bad, stores)
                 for lo in range(0, len(targets), size):
                     for sender in senders:
-                        await sender.send(targets[lo : lo + size])
+                        with contextlib.suppress(anyio.BrokenResourceError):  # that lane has stopped
+                            await sender.send(targets[lo : lo + size])
 
     async def _record_bad_rows(self, bad: list[BadRow], stores: Stores) -> None:
         for row in bad:
@@ -287,7 +289,10 @@ class Engine:
                 for decision in decisions:
                     if self._stopping.is_set():
                         return
-                    await work.send(decision)
+                    try:
+                        await work.send(decision)
+                    except anyio.BrokenResourceError:  # every fetcher has stopped
+                        return
 
     async def _fetcher(self, lane: _LaneRuntime, work: MemoryObjectReceiveStream[Decision]) -> None:
         """Take the next decision as soon as the last one is done: no batch barrier."""
