@@ -1,0 +1,101 @@
+"""Storage: database models and migrations, on-disk paths, HDF5 files, and the two writer tasks.
+
+Installed as ``aretriever.store``. See :mod:`aretriever.store.paths` for the folder layout,
+:mod:`aretriever.store.hdf5` for the file format and :mod:`aretriever.store.writers` for the rule
+that only the writer tasks write (files before rows).
+"""
+
+from __future__ import annotations
+
+from .db import (
+    create_engine,
+    current_revision,
+    downgrade,
+    is_transient,
+    migrate,
+    normalize_url,
+    ping,
+    resolve_db_url,
+    session_factory,
+)
+from .hdf5 import (
+    delete_key,
+    frame_to_records,
+    h5_keys,
+    h5_nrows,
+    read_h5,
+    records_to_frame,
+    verify_h5,
+    write_h5,
+)
+from .models import (
+    Base,
+    DataFileMixin,
+    Detection,
+    Failure,
+    Lightcurve,
+    Properties,
+    RawPhotometry,
+    RawStatus,
+    Source,
+    Stage,
+)
+from .paths import (
+    data_root,
+    product_folder,
+    ra_folder,
+    raw_key,
+    raw_relpath,
+    reduced_relpath,
+    reduction_key,
+    resolve,
+    safe_name,
+    set_data_root,
+)
+from .writers import Delete, FileWriter, Op, Replace, RowWriter, Upsert
+
+__all__ = [
+    "Base",
+    "DataFileMixin",
+    "Delete",
+    "Detection",
+    "Failure",
+    "FileWriter",
+    "Lightcurve",
+    "Op",
+    "Properties",
+    "RawPhotometry",
+    "RawStatus",
+    "Replace",
+    "RowWriter",
+    "Source",
+    "Stage",
+    "Upsert",
+    "create_engine",
+    "current_revision",
+    "data_root",
+    "delete_key",
+    "downgrade",
+    "frame_to_records",
+    "h5_keys",
+    "h5_nrows",
+    "is_transient",
+    "migrate",
+    "normalize_url",
+    "ping",
+    "product_folder",
+    "ra_folder",
+    "raw_key",
+    "raw_relpath",
+    "read_h5",
+    "records_to_frame",
+    "reduced_relpath",
+    "reduction_key",
+    "resolve",
+    "resolve_db_url",
+    "safe_name",
+    "session_factory",
+    "set_data_root",
+    "verify_h5",
+    "write_h5",
+]

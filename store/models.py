@@ -1,0 +1,374 @@
+"""The database tables, as SQLAlchemy 2 typed declarative models.
+
+Tables: ``sources``, ``raw_photometry``, ``lightcurves``, ``properties``, ``detections`` and
+``failures``. Rows refer to a source by its catalog ``name`` (``ON DELETE CASCADE``), so the writer
+can insert a source and its products in one batch without reading ids back.
+
+Conventions
+-----------
+- Every timestamp is timezone-aware UTC (:class:`UTCDateTime`; SQLite stores it naive, in UTC).
+- JSON columns are ``JSON`` on SQLite and ``JSONB`` on PostgreSQL; the engine made by
+  :func:`aretriever.store.db.create_engine` stores NaN and infinities in them as ``null``.
+- Relationships are ``lazy="raise"``: an async session cannot load them implicitly, so touching an
+  unloaded one fails loudly instead of issuing hidden IO. Load them in the query
+  (``select(Source).options(selectinload(Source.lightcurves))``). Deleting a source relies on the
+  database's ``ON DELETE CASCADE`` (``passive_deletes=True``).
+- :class:`RawPhotometry` and :class:`Lightcurve` point to a table in an HDF5 file
+  (``filename`` relative to DATA_ROOT, ``filekey``) and load it lazily through ``data``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from aretriever.errors import StoreError
+
+from . import hdf5, paths
+
+
+class RawStatus(StrEnum):
+    """What an archive gave for a source."""
+
+    OK = "ok"  # rows on disk
+    EMPTY = "empty"  # the archive answered with an empty table (a file with 0 rows)
+    NO_DATA = "no_data"  # nothing asked or nothing to store (no file)
+
+
+class Stage(StrEnum):
+    """Where a source failed."""
+
+    CATALOG = "catalog"
+    SKIP = "skip"
+    FETCH = "fetch"
+    PARSE = "parse"
+    REDUCE = "reduce"
+    WRITE = "write"
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+NullableJSONType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# BIGINT ids on PostgreSQL; SQLite only autoincrements an INTEGER primary key
+IdType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+#: execution option carrying the time of a whole write batch: every default timestamp of the
+#: batch and every ``updated_at`` an upsert stamps get this one value, so they never disagree
+NOW_OPTION = "aretriever_now"
+
+
+def _now(context: Any) -> datetime:
+    now = context.execution_options.get(NOW_OPTION) if context is not None else None
+    return now if isinstance(now, datetime) else utcnow()
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (naive input is taken as UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every aretriever table."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), default=_now, server_default=sa.func.now())
+
+
+def _updated() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), default=_now, onupdate=_now, server_default=sa.func.now())
+
+
+def _source_fk() -> Mapped[str]:
+    return mapped_column(sa.String, sa.ForeignKey("sources.name", ondelete="CASCADE"))
+
+
+_DATA_CACHE = "_aretriever_data"
+_CHILDREN: dict[str, Any] = {
+    "lazy": "raise",
+    "cascade": "all, delete-orphan",
+    "passive_deletes": True,
+}
+
+
+class DataFileMixin:
+    """A row that points to one table (``filekey``) in an HDF5 file (``filename``).
+
+    ``data`` reads the table on first access and keeps it; assigning ``data`` replaces the cache.
+    Reading is synchronous file IO: in async code call ``await asyncio.to_thread(obj.load)``.
+    """
+
+    filename: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    filekey: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    num_rows: Mapped[int] = mapped_column(sa.Integer, default=0)
+    nbytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+    def get_fullname(self, data_root: Path | None = None) -> Path:
+        """Return the file's absolute path (``filename`` joined to DATA_ROOT unless absolute)."""
+        if not self.filename:
+            raise StoreError(f"store: {self!r} has no data file")
+        if Path(self.filename).is_absolute():
+            return Path(self.filename)
+        return paths.resolve(paths.data_root(data_root), self.filename)
+
+    @property
+    def data(self) -> pd.DataFrame:
+        """The table, read from disk on first access."""
+        cached: pd.DataFrame | None = getattr(self, _DATA_CACHE, None)
+        return cached if cached is not None else self.load()
+
+    @data.setter
+    def data(self, value: pd.DataFrame | None) -> None:
+        setattr(self, _DATA_CACHE, value)
+
+    def load(self, data_root: Path | None = None) -> pd.DataFrame:
+        """Read the table from disk (again), cache and return it.
+
+        With no ``filekey``, a file holding a single table is read.
+        """
+        path = self.get_fullname(data_root)
+        key = self.filekey
+        if key is None:
+            keys = hdf5.h5_keys(path)
+            if len(keys) != 1:
+                raise StoreError(f"store: {path} holds keys {keys}; say which one (filekey)")
+            key = keys[0]
+        frame, _meta = hdf5.read_h5(path, key)
+        setattr(self, _DATA_CACHE, frame)
+        return frame
+
+    def delete_data_from_disk(self, data_root: Path | None = None) -> bool:
+        """Remove this table from its file (the file too if it was its last table).
+
+        Interactive use only: inside the engine, file changes go through the file writer
+        (``await file_writer.run(hdf5.delete_key, path, key)``).
+
+        Returns
+        -------
+        bool
+            False if there was nothing to remove.
+        """
+        setattr(self, _DATA_CACHE, None)
+        if not self.filename or not self.filekey:
+            return False
+        return hdf5.delete_key(self.get_fullname(data_root), self.filekey)
+
+
+class Source(Base):
+    """A catalog source; ``name`` is the catalog name exactly as given."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String, unique=True)
+    ra_deg: Mapped[float] = mapped_column(sa.Double)
+    dec_deg: Mapped[float] = mapped_column(sa.Double)
+    mag: Mapped[float | None] = mapped_column(sa.Double)
+    pmra_mas_yr: Mapped[float | None] = mapped_column(sa.Double)
+    pmdec_mas_yr: Mapped[float | None] = mapped_column(sa.Double)
+    catalog: Mapped[str | None] = mapped_column(sa.String)
+    cat_index: Mapped[int | None] = mapped_column(sa.BigInteger)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+    raw_photometry: Mapped[list[RawPhotometry]] = relationship(back_populates="source", **_CHILDREN)
+    lightcurves: Mapped[list[Lightcurve]] = relationship(back_populates="source", **_CHILDREN)
+    properties: Mapped[list[Properties]] = relationship(back_populates="source", **_CHILDREN)
+    detections: Mapped[list[Detection]] = relationship(back_populates="source", **_CHILDREN)
+
+    def __repr__(self) -> str:
+        return f"Source({self.name!r}, ra={self.ra_deg}, dec={self.dec_deg})"
+
+
+class RawPhotometry(DataFileMixin, Base):
+    """What one observatory gave for one source (a file for "ok"/"empty", none for "no_data")."""
+
+    __tablename__ = "raw_photometry"
+    __table_args__ = (sa.UniqueConstraint("source_name", "observatory", name="uq_raw_photometry_key"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    source_name: Mapped[str] = _source_fk()
+    observatory: Mapped[str] = mapped_column(sa.String)
+    status: Mapped[str] = mapped_column(sa.String)
+    url: Mapped[str | None] = mapped_column(sa.Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=_now)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+    source: Mapped[Source] = relationship(back_populates="raw_photometry", lazy="raise")
+    lightcurves: Mapped[list[Lightcurve]] = relationship(back_populates="raw", **_CHILDREN)
+
+    def __repr__(self) -> str:
+        return f"RawPhotometry({self.source_name!r}, {self.observatory!r}, {self.status!r})"
+
+
+class Lightcurve(DataFileMixin, Base):
+    """One reduced lightcurve (a filter/season) of a source, in a project's product folder."""
+
+    __tablename__ = "lightcurves"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "source_name",
+            "observatory",
+            "project",
+            "cfg_hash",
+            "series_number",
+            "simulation_number",
+            name="uq_lightcurves_key",
+        ),
+        sa.Index("ix_lightcurves_project_cfg_hash", "project", "cfg_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    source_name: Mapped[str] = _source_fk()
+    observatory: Mapped[str] = mapped_column(sa.String)
+    project: Mapped[str] = mapped_column(sa.String)
+    cfg_hash: Mapped[str] = mapped_column(sa.String, default="", server_default="")
+    series_number: Mapped[int] = mapped_column(sa.Integer)
+    series_total: Mapped[int] = mapped_column(sa.Integer)
+    simulation_number: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    raw_id: Mapped[int | None] = mapped_column(
+        IdType, sa.ForeignKey("raw_photometry.id", ondelete="CASCADE"), index=True
+    )
+    filter: Mapped[str | None] = mapped_column(sa.String)
+    time_start_mjd: Mapped[float | None] = mapped_column(sa.Double)
+    time_end_mjd: Mapped[float | None] = mapped_column(sa.Double)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    mag_mean: Mapped[float | None] = mapped_column(sa.Double)
+    mag_rms: Mapped[float | None] = mapped_column(sa.Double)
+    flux_mean: Mapped[float | None] = mapped_column(sa.Double)
+    flux_rms: Mapped[float | None] = mapped_column(sa.Double)
+    flux_err_mean: Mapped[float | None] = mapped_column(sa.Double)
+    robust_mean: Mapped[float | None] = mapped_column(sa.Double)
+    robust_rms: Mapped[float | None] = mapped_column(sa.Double)
+    num_good: Mapped[int | None] = mapped_column(sa.Integer)
+    snr: Mapped[float | None] = mapped_column(sa.Double)
+    dsnr_max: Mapped[float | None] = mapped_column(sa.Double)
+    dsnr_min: Mapped[float | None] = mapped_column(sa.Double)
+    dmag_max: Mapped[float | None] = mapped_column(sa.Double)
+    dmag_min: Mapped[float | None] = mapped_column(sa.Double)
+    exptime_s: Mapped[float | None] = mapped_column(sa.Double)
+    frame_rate_hz: Mapped[float | None] = mapped_column(sa.Double)
+    uniform_sampling: Mapped[bool | None] = mapped_column(sa.Boolean)
+    created_at: Mapped[datetime] = _created()
+
+    source: Mapped[Source] = relationship(back_populates="lightcurves", lazy="raise")
+    raw: Mapped[RawPhotometry | None] = relationship(back_populates="lightcurves", lazy="raise")
+    detections: Mapped[list[Detection]] = relationship(back_populates="lightcurve", **_CHILDREN)
+
+    def __repr__(self) -> str:
+        return (
+            f"Lightcurve({self.source_name!r}, {self.observatory!r}, {self.project!r}, "
+            f"{self.series_number}/{self.series_total})"
+        )
+
+
+class Properties(Base):
+    """Summary of a source's analysis in one project version."""
+
+    __tablename__ = "properties"
+    __table_args__ = (sa.UniqueConstraint("source_name", "project", "cfg_hash", name="uq_properties_key"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    source_name: Mapped[str] = _source_fk()
+    project: Mapped[str] = mapped_column(sa.String)
+    cfg_hash: Mapped[str] = mapped_column(sa.String, default="", server_default="")
+    has_data: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    num_lightcurves: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    num_points: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    best_snr: Mapped[float | None] = mapped_column(sa.Double)
+    variability: Mapped[float | None] = mapped_column(sa.Double)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = _created()
+
+    source: Mapped[Source] = relationship(back_populates="properties", lazy="raise")
+
+
+class Detection(Base):
+    """An event found (or injected and recovered) in a lightcurve."""
+
+    __tablename__ = "detections"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    source_name: Mapped[str] = mapped_column(
+        sa.String, sa.ForeignKey("sources.name", ondelete="CASCADE"), index=True
+    )
+    lightcurve_id: Mapped[int | None] = mapped_column(
+        IdType, sa.ForeignKey("lightcurves.id", ondelete="CASCADE"), index=True
+    )
+    observatory: Mapped[str] = mapped_column(sa.String)
+    project: Mapped[str] = mapped_column(sa.String)
+    cfg_hash: Mapped[str] = mapped_column(sa.String, default="", server_default="")
+    time_start_mjd: Mapped[float | None] = mapped_column(sa.Double)
+    time_end_mjd: Mapped[float | None] = mapped_column(sa.Double)
+    time_peak_mjd: Mapped[float | None] = mapped_column(sa.Double)
+    snr: Mapped[float | None] = mapped_column(sa.Double)
+    peak_mag: Mapped[float | None] = mapped_column(sa.Double)
+    dmag: Mapped[float | None] = mapped_column(sa.Double)
+    quality: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    rows: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    simulated: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    sim_pars: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONType)
+    created_at: Mapped[datetime] = _created()
+
+    source: Mapped[Source] = relationship(back_populates="detections", lazy="raise")
+    lightcurve: Mapped[Lightcurve | None] = relationship(back_populates="detections", lazy="raise")
+
+
+class Failure(Base):
+    """A source that failed at some stage, with its reason (no foreign key: bad catalog rows)."""
+
+    __tablename__ = "failures"
+    __table_args__ = (sa.UniqueConstraint("source_name", "observatory", "stage", name="uq_failures_key"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    source_name: Mapped[str] = mapped_column(sa.String)
+    observatory: Mapped[str] = mapped_column(sa.String, default="", server_default="")
+    stage: Mapped[str] = mapped_column(sa.String)
+    reason: Mapped[str] = mapped_column(sa.String)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    last_error: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    first_at: Mapped[datetime] = _created()
+    last_at: Mapped[datetime] = _updated()
+    resolved: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+
+
+#: the column stamped by every upsert (see :class:`aretriever.store.writers.Upsert`)
+UPDATED_COLUMNS = {"updated_at", "last_at"}
