@@ -32,7 +32,8 @@ class BadRow:
 class Catalog(Protocol):
     """A source of catalog rows, read a chunk at a time."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __len__(self) -> int: ...
 
@@ -167,22 +168,20 @@ def open_catalog(spec: str | None, cfg: CatalogConfig) -> Catalog:
     path = Path(spec).expanduser()
     if path.exists():
         return FileCatalog(path, cfg.chunk_rows)
-    raise CatalogError(
-        f"catalog: {spec!r} is neither a file nor a known catalog name (known: test)"
-    )
+    raise CatalogError(f"catalog: {spec!r} is neither a file nor a known catalog name (known: test)")
 
 
-def _column(chunk: pd.DataFrame, name: str | None, *, required: bool) -> pd.Series | None:
-    if name is None:
-        return None
-    if name in chunk.columns:
-        return chunk[name]
-    if required:
+def _required(chunk: pd.DataFrame, name: str) -> pd.Series:
+    if name not in chunk.columns:
         raise CatalogError(
             f"catalog: column {name!r} not found; the catalog has {list(chunk.columns)} "
             "(map columns with catalog.columns.*)"
         )
-    return None
+    return chunk[name]
+
+
+def _optional(chunk: pd.DataFrame, name: str | None) -> pd.Series | None:
+    return chunk[name] if name is not None and name in chunk.columns else None
 
 
 def _float_or_none(value: object) -> float | None:
@@ -202,29 +201,21 @@ def _coordinate_problem(ra: float, dec: float) -> str | None:
 
 def chunk_to_targets(chunk: pd.DataFrame, columns: ColumnMap) -> tuple[list[Target], list[BadRow]]:
     """Targets from a catalog chunk, and the rows that cannot be used (with the reason)."""
-    names = _column(chunk, columns.name, required=True)
-    ra = pd.to_numeric(_column(chunk, columns.ra, required=True), errors="coerce")
-    dec = pd.to_numeric(_column(chunk, columns.dec, required=True), errors="coerce")
-    extras = {
-        key: _column(chunk, getattr(columns, key), required=False)
-        for key in ("mag", "pmra", "pmdec")
-    }
+    names = _required(chunk, columns.name)
+    ra = pd.to_numeric(_required(chunk, columns.ra), errors="coerce")
+    dec = pd.to_numeric(_required(chunk, columns.dec), errors="coerce")
+    extras = {key: _optional(chunk, getattr(columns, key)) for key in ("mag", "pmra", "pmdec")}
     targets: list[Target] = []
     bad: list[BadRow] = []
     for pos, index in enumerate(chunk.index):
-        name = str(names.iloc[pos]).strip() if names is not None else ""
+        name = str(names.iloc[pos]).strip()
         problem = (
-            "empty name"
-            if not name or name == "nan"
-            else _coordinate_problem(ra.iloc[pos], dec.iloc[pos])
+            "empty name" if not name or name == "nan" else _coordinate_problem(ra.iloc[pos], dec.iloc[pos])
         )
         if problem:
             bad.append(BadRow(int(index), name or f"row {index}", problem))
             continue
-        values = {
-            key: None if col is None else _float_or_none(col.iloc[pos])
-            for key, col in extras.items()
-        }
+        values = {key: None if col is None else _float_or_none(col.iloc[pos]) for key, col in extras.items()}
         targets.append(
             Target(
                 name=name,

@@ -60,9 +60,7 @@ _ANALYSIS_SUBS = {
     "histogram_kwargs": "histograms",
 }
 # The seed gave custom-code locations to the Project, not to its Analysis.
-_ANALYSIS_CODE = frozenset(
-    k for k in AnalysisConfig.model_fields if k.endswith(("_module", "_class"))
-)
+_ANALYSIS_CODE = frozenset(k for k in AnalysisConfig.model_fields if k.endswith(("_module", "_class")))
 
 
 # --- model introspection -------------------------------------------------------------------------
@@ -240,9 +238,7 @@ class _Merged:
             return
         where = f" in {file}" if file else ""
         if not isinstance(generic, Mapping):
-            self.problems.append(
-                f"config: {GENERIC_KEY}: must be a mapping (got {generic!r}){where}"
-            )
+            self.problems.append(f"config: {GENERIC_KEY}: must be a mapping (got {generic!r}){where}")
             return
         origin = f"{file} ({GENERIC_KEY})" if file else GENERIC_KEY
         unknown: list[set[Loc]] = []
@@ -364,9 +360,7 @@ def from_seed_kwargs(**kwargs: Any) -> Tree:
 # --- files and --set -----------------------------------------------------------------------------
 
 
-def _find_file(
-    cfg_file: str | Path | Literal[False] | None, name: str, folder: Path
-) -> Path | None:
+def _find_file(cfg_file: str | Path | Literal[False] | None, name: str, folder: Path) -> Path | None:
     if cfg_file is False:
         return None
     if cfg_file is None:

@@ -45,9 +45,7 @@ def make_limiter(rate_per_s: float) -> AsyncLimiter:
     return AsyncLimiter(capacity, capacity / rate_per_s)
 
 
-def error_for_status(
-    status: int, reason: str, request: Request, retry_after_s: float | None
-) -> FetchError:
+def error_for_status(status: int, reason: str, request: Request, retry_after_s: float | None) -> FetchError:
     """The typed error for an HTTP error status."""
     cls = TransientFetchError if status == 429 or status >= 500 else PermanentFetchError
     message = f"answered {status} ({request.display_url()}): {reason}"
@@ -82,9 +80,7 @@ class Lane:
 
     async def send(self, request: Request) -> Response:
         """Send ``request`` politely, retrying transient failures; raise a FetchError otherwise."""
-        controller = retrying(
-            self._policy, sleep=self._sleep, rng=self._rng, before_sleep=self._on_retry
-        )
+        controller = retrying(self._policy, sleep=self._sleep, rng=self._rng, before_sleep=self._on_retry)
         async for attempt in controller:
             with attempt:
                 return await self._send_once(request)
@@ -113,14 +109,8 @@ class Lane:
             raise
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             self.stats.errors[type(exc).__name__] += 1
-            what = (
-                f"timed out after {self.cfg.timeout_s:g} s"
-                if isinstance(exc, TimeoutError)
-                else repr(exc)
-            )
-            raise TransientFetchError(
-                f"{what} ({request.display_url()})", url=request.display_url()
-            ) from exc
+            what = f"timed out after {self.cfg.timeout_s:g} s" if isinstance(exc, TimeoutError) else repr(exc)
+            raise TransientFetchError(f"{what} ({request.display_url()})", url=request.display_url()) from exc
 
     async def _exchange(self, request: Request) -> Response:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)

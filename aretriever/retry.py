@@ -100,9 +100,7 @@ def decide(
 ) -> RetryDecision:
     """Decide whether attempt number ``attempt`` (1-based), which failed, gets another try."""
     reason = _reason(status, exc)
-    transient = (
-        is_transient_status(status) if status is not None else exc is not None and is_transient(exc)
-    )
+    transient = is_transient_status(status) if status is not None else exc is not None and is_transient(exc)
     if not transient or attempt >= max_attempts:
         return RetryDecision(False, 0.0, reason)
     delay = backoff_s(attempt, base_s, max_s, jitter)
@@ -160,9 +158,7 @@ class RetryPolicy:
 
 
 class _RetryIf(retry_base):
-    def __init__(
-        self, policy: RetryPolicy, decisions: dict[int, RetryDecision], rng: random.Random
-    ) -> None:
+    def __init__(self, policy: RetryPolicy, decisions: dict[int, RetryDecision], rng: random.Random) -> None:
         self._policy, self._decisions, self._rng = policy, decisions, rng
 
     def __call__(self, retry_state: RetryCallState) -> bool:

@@ -46,42 +46,101 @@ class Credentials(Part):
 class LaneConfig(Part):
     """How aretriever talks to one archive: rate, concurrency, timeouts, retries."""
 
-    base_url: str = Field("", description="archive base URL (tests point it at the fake archive)", json_schema_extra=OPERATIONAL)
-    rate_per_s: float = Field(5.0, gt=0, description="requests per second, at most, to this archive", json_schema_extra=OPERATIONAL)
-    max_concurrency: int = Field(8, ge=1, description="sources fetched at the same time", json_schema_extra=OPERATIONAL)
-    timeout_s: float = Field(60.0, gt=0, description="timeout of one request, seconds", json_schema_extra=OPERATIONAL)
-    max_attempts: int = Field(5, ge=1, description="attempts per request before the source is recorded as failed", json_schema_extra=OPERATIONAL)
-    backoff_base_s: float = Field(1.0, gt=0, description="first retry delay; doubles each attempt, with jitter", json_schema_extra=OPERATIONAL)
-    backoff_max_s: float = Field(60.0, gt=0, description="longest delay between two attempts", json_schema_extra=OPERATIONAL)
-    credentials: Credentials | None = Field(None, description="only for non-public data; from config or environment")
+    base_url: str = Field(
+        "", description="archive base URL (tests point it at the fake archive)", json_schema_extra=OPERATIONAL
+    )
+    rate_per_s: float = Field(
+        5.0, gt=0, description="requests per second, at most, to this archive", json_schema_extra=OPERATIONAL
+    )
+    max_concurrency: int = Field(
+        8, ge=1, description="sources fetched at the same time", json_schema_extra=OPERATIONAL
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, description="timeout of one request, seconds", json_schema_extra=OPERATIONAL
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="attempts per request before the source is recorded as failed",
+        json_schema_extra=OPERATIONAL,
+    )
+    backoff_base_s: float = Field(
+        1.0,
+        gt=0,
+        description="first retry delay; doubles each attempt, with jitter",
+        json_schema_extra=OPERATIONAL,
+    )
+    backoff_max_s: float = Field(
+        60.0, gt=0, description="longest delay between two attempts", json_schema_extra=OPERATIONAL
+    )
+    credentials: Credentials | None = Field(
+        None, description="only for non-public data; from config or environment"
+    )
 
 
 class ZtfReducerConfig(Part):
     """How raw ZTF photometry becomes lightcurves."""
 
-    radius_arcsec: float = Field(3.0, gt=0, validation_alias=_alias("radius_arcsec", "radius"), description="drop oids whose median position is further than this from the source")
-    mag_range: float | None = Field(0.75, gt=0, description="drop oids whose median mag differs more than this from the catalog mag (None: keep)")
-    gap_days: float = Field(40.0, gt=0, validation_alias=_alias("gap_days", "gap"), description="a gap longer than this between epochs starts a new season")
+    radius_arcsec: float = Field(
+        3.0,
+        gt=0,
+        validation_alias=_alias("radius_arcsec", "radius"),
+        description="drop oids whose median position is further than this from the source",
+    )
+    mag_range: float | None = Field(
+        0.75,
+        gt=0,
+        description="drop oids whose median mag differs more than this from the catalog mag (None: keep)",
+    )
+    gap_days: float = Field(
+        40.0,
+        gt=0,
+        validation_alias=_alias("gap_days", "gap"),
+        description="a gap longer than this between epochs starts a new season",
+    )
     drop_bad: bool = Field(True, description="drop points with catflags != 0 or NaN mag")
 
 
 class ZtfConfig(LaneConfig):
     """ZTF lightcurves from IRSA's nph_light_curves API."""
 
-    base_url: str = Field("https://irsa.ipac.caltech.edu", description="IRSA base URL", json_schema_extra=OPERATIONAL)
-    rate_per_s: float = Field(5.0, gt=0, description="requests per second, at most, to IRSA", json_schema_extra=OPERATIONAL)
-    cone_search_radius_arcsec: float = Field(2.0, gt=0, validation_alias=_alias("cone_search_radius_arcsec", "cone_search_radius"), description="cone radius; 0.003 × total proper motion (mas/yr) is added")
-    minimal_declination_deg: float = Field(-30.0, ge=-90, le=90, validation_alias=_alias("minimal_declination_deg", "minimal_declination"), description="sources south of this are stored as 'no data' without a request")
-    limiting_magnitude: float = Field(20.5, description="sources fainter than this are stored as 'no data' without a request")
-    bad_catflags_mask: int = Field(32768, ge=0, description="IRSA BAD_CATFLAGS_MASK: epochs with these catflags bits are not returned")
-    collection: str | None = Field(None, description="IRSA COLLECTION, e.g. 'ztf_dr23' (None: the latest public release)")
+    base_url: str = Field(
+        "https://irsa.ipac.caltech.edu", description="IRSA base URL", json_schema_extra=OPERATIONAL
+    )
+    rate_per_s: float = Field(
+        5.0, gt=0, description="requests per second, at most, to IRSA", json_schema_extra=OPERATIONAL
+    )
+    cone_search_radius_arcsec: float = Field(
+        2.0,
+        gt=0,
+        validation_alias=_alias("cone_search_radius_arcsec", "cone_search_radius"),
+        description="cone radius; 0.003 × total proper motion (mas/yr) is added",
+    )
+    minimal_declination_deg: float = Field(
+        -30.0,
+        ge=-90,
+        le=90,
+        validation_alias=_alias("minimal_declination_deg", "minimal_declination"),
+        description="sources south of this are stored as 'no data' without a request",
+    )
+    limiting_magnitude: float = Field(
+        20.5, description="sources fainter than this are stored as 'no data' without a request"
+    )
+    bad_catflags_mask: int = Field(
+        32768, ge=0, description="IRSA BAD_CATFLAGS_MASK: epochs with these catflags bits are not returned"
+    )
+    collection: str | None = Field(
+        None, description="IRSA COLLECTION, e.g. 'ztf_dr23' (None: the latest public release)"
+    )
     reducer: ZtfReducerConfig = Field(default_factory=ZtfReducerConfig, description="reduction parameters")
 
 
 class TessReducerConfig(Part):
     """How TESS SPOC lightcurve files become lightcurves."""
 
-    quality_bitmask: int = Field(17087, ge=0, description="cadences with these QUALITY bits are dropped (lightkurve's 'default')")
+    quality_bitmask: int = Field(
+        17087, ge=0, description="cadences with these QUALITY bits are dropped (lightkurve's 'default')"
+    )
     flux_column: Literal["PDCSAP_FLUX", "SAP_FLUX"] = Field("PDCSAP_FLUX", description="which flux to use")
     zero_point_mag: float = Field(20.44, description="TESS instrumental zero point (mag)")
 
@@ -89,26 +148,46 @@ class TessReducerConfig(Part):
 class TessConfig(LaneConfig):
     """TESS lightcurves from MAST (TIC match, CAOM observations, SPOC *_lc.fits products)."""
 
-    base_url: str = Field("https://mast.stsci.edu", description="MAST base URL", json_schema_extra=OPERATIONAL)
-    rate_per_s: float = Field(5.0, gt=0, description="requests per second, at most, to MAST", json_schema_extra=OPERATIONAL)
+    base_url: str = Field(
+        "https://mast.stsci.edu", description="MAST base URL", json_schema_extra=OPERATIONAL
+    )
+    rate_per_s: float = Field(
+        5.0, gt=0, description="requests per second, at most, to MAST", json_schema_extra=OPERATIONAL
+    )
     cat_query_radius_arcsec: float = Field(360.0, gt=0, description="TIC cone radius around the source")
     distance_thresh_arcsec: float = Field(10.0, gt=0, description="nearest TIC row must be closer than this")
-    magdiff_thresh: float = Field(0.75, gt=0, description="|GAIAmag - catalog mag| must be below this when the catalog has a mag")
-    poll_interval_s: float = Field(2.0, gt=0, description="wait between two polls of an EXECUTING MAST query", json_schema_extra=OPERATIONAL)
-    poll_deadline_s: float = Field(300.0, gt=0, description="give up on an EXECUTING MAST query after this", json_schema_extra=OPERATIONAL)
+    magdiff_thresh: float = Field(
+        0.75, gt=0, description="|GAIAmag - catalog mag| must be below this when the catalog has a mag"
+    )
+    poll_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="wait between two polls of an EXECUTING MAST query",
+        json_schema_extra=OPERATIONAL,
+    )
+    poll_deadline_s: float = Field(
+        300.0,
+        gt=0,
+        description="give up on an EXECUTING MAST query after this",
+        json_schema_extra=OPERATIONAL,
+    )
     reducer: TessReducerConfig = Field(default_factory=TessReducerConfig, description="reduction parameters")
 
 
 class DemoConfig(LaneConfig):
     """A simulated observatory: the whole pipeline with no network."""
 
-    rate_per_s: float = Field(1000.0, gt=0, description="simulated requests per second", json_schema_extra=OPERATIONAL)
+    rate_per_s: float = Field(
+        1000.0, gt=0, description="simulated requests per second", json_schema_extra=OPERATIONAL
+    )
     num_points: int = Field(100, ge=1, description="points per simulated lightcurve")
     time_span_days: float = Field(365.0, gt=0, description="time span of a simulated lightcurve")
     mean_mag: float = Field(18.0, description="mean magnitude when the catalog has none")
     noise_mag: float = Field(0.05, ge=0, description="Gaussian noise (mag)")
     filters: list[str] = Field(default_factory=lambda: ["g", "r"], description="simulated filters")
-    wait_s: float = Field(0.0, ge=0, description="simulated archive latency, seconds", json_schema_extra=OPERATIONAL)
+    wait_s: float = Field(
+        0.0, ge=0, description="simulated archive latency, seconds", json_schema_extra=OPERATIONAL
+    )
     seed: int = Field(0, description="random seed (with the source name) for reproducible data")
 
 
@@ -137,7 +216,9 @@ class CatalogConfig(Part):
     default: str | None = Field(None, description="a named catalog: 'wd' (white dwarfs), 'test'")
     path: str | None = Field(None, description="a local catalog file (CSV, FITS, Parquet, HDF5)")
     columns: ColumnMap = Field(default_factory=ColumnMap, description="column names in the catalog")
-    chunk_rows: int = Field(5000, ge=1, description="rows read at a time when streaming", json_schema_extra=OPERATIONAL)
+    chunk_rows: int = Field(
+        5000, ge=1, description="rows read at a time when streaming", json_schema_extra=OPERATIONAL
+    )
     test_size: int = Field(100, ge=1, description="rows of the generated 'test' catalog")
     test_seed: int = Field(42, description="random seed of the generated 'test' catalog")
 
@@ -146,14 +227,20 @@ class FinderConfig(Part):
     """S/N peak finder."""
 
     snr_threshold: float = Field(5.0, gt=0, description="a peak must exceed this S/N")
-    sidebands: float = Field(-2.0, description="the event region extends while S/N > snr_threshold + sidebands")
+    sidebands: float = Field(
+        -2.0, description="the event region extends while S/N > snr_threshold + sidebands"
+    )
     max_det_per_lc: int = Field(1, ge=1, description="detections per lightcurve, at most")
 
 
 class QualityConfig(Part):
     """Quality cuts applied before finding."""
 
-    offset_threshold: float = Field(3.5, gt=0, description="points further than this many scaled MADs from the median position are flagged")
+    offset_threshold: float = Field(
+        3.5,
+        gt=0,
+        description="points further than this many scaled MADs from the median position are flagged",
+    )
     drop_flagged: bool = Field(True, description="ignore flagged points when finding")
 
 
@@ -171,17 +258,27 @@ class SimulatorConfig(Part):
 class HistogramConfig(Part):
     """Binning of the score histograms."""
 
-    snr_bins: list[float] = Field(default_factory=lambda: [-20.0, 20.0, 0.1], description="snr: [low, high, step]")
-    dmag_bins: list[float] = Field(default_factory=lambda: [-3.0, 3.0, 0.1], description="dmag: [low, high, step]")
-    offset_bins: list[float] = Field(default_factory=lambda: [-5.0, 5.0, 0.1], description="offset: [low, high, step]")
-    mag_bins: list[float] = Field(default_factory=lambda: [15.0, 21.0, 0.5], description="source mag: [low, high, step]")
+    snr_bins: list[float] = Field(
+        default_factory=lambda: [-20.0, 20.0, 0.1], description="snr: [low, high, step]"
+    )
+    dmag_bins: list[float] = Field(
+        default_factory=lambda: [-3.0, 3.0, 0.1], description="dmag: [low, high, step]"
+    )
+    offset_bins: list[float] = Field(
+        default_factory=lambda: [-5.0, 5.0, 0.1], description="offset: [low, high, step]"
+    )
+    mag_bins: list[float] = Field(
+        default_factory=lambda: [15.0, 21.0, 0.5], description="source mag: [low, high, step]"
+    )
 
 
 class AnalysisConfig(Part):
     """S/N analysis, quality cuts, finder, simulator and histograms."""
 
     num_injections: int = Field(0, ge=0, description="simulated events injected per lightcurve")
-    analysis_module: str = Field("aretriever.science.analysis", description="module of the Analysis class (custom code)")
+    analysis_module: str = Field(
+        "aretriever.science.analysis", description="module of the Analysis class (custom code)"
+    )
     analysis_class: str = Field("Analysis", description="Analysis class name")
     finder_module: str = Field("aretriever.science.finder", description="module of the Finder class")
     finder_class: str = Field("Finder", description="Finder class name")
@@ -200,28 +297,68 @@ class ProjectConfig(Part):
 
     name: str = Field("default", min_length=1, description="project name; upper-cased for its folder")
     description: str = Field("", description="free text")
-    obs_names: list[str] = Field(default_factory=lambda: ["ztf"], description="observatories this project uses")
-    version_control: bool = Field(False, validation_alias=_alias("version_control", "vc"), description="products go to DATA_ROOT/<PROJECT>_<cfg hash>")
+    obs_names: list[str] = Field(
+        default_factory=lambda: ["ztf"], description="observatories this project uses"
+    )
+    version_control: bool = Field(
+        False,
+        validation_alias=_alias("version_control", "vc"),
+        description="products go to DATA_ROOT/<PROJECT>_<cfg hash>",
+    )
 
 
 class EngineConfig(Part):
     """The async engine: pool, queues, shutdown."""
 
-    workers: int | None = Field(None, ge=1, description="processes in the reduction pool (None: one per core)", json_schema_extra=OPERATIONAL)
-    queue_size: int = Field(256, ge=1, description="capacity of each queue between stages", json_schema_extra=OPERATIONAL)
-    skip_batch: int = Field(200, ge=1, description="catalog rows looked up at once for the skip check", json_schema_extra=OPERATIONAL)
-    grace_s: float = Field(30.0, ge=0, description="on SIGINT/SIGTERM, how long in-flight work may finish", json_schema_extra=OPERATIONAL)
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="processes in the reduction pool (None: one per core)",
+        json_schema_extra=OPERATIONAL,
+    )
+    queue_size: int = Field(
+        256, ge=1, description="capacity of each queue between stages", json_schema_extra=OPERATIONAL
+    )
+    skip_batch: int = Field(
+        200,
+        ge=1,
+        description="catalog rows looked up at once for the skip check",
+        json_schema_extra=OPERATIONAL,
+    )
+    grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="on SIGINT/SIGTERM, how long in-flight work may finish",
+        json_schema_extra=OPERATIONAL,
+    )
     reduce: bool = Field(True, description="reduce raw data to lightcurves", json_schema_extra=OPERATIONAL)
-    verify: bool = Field(False, description="open every stored file in the skip check; re-fetch unreadable ones", json_schema_extra=OPERATIONAL)
+    verify: bool = Field(
+        False,
+        description="open every stored file in the skip check; re-fetch unreadable ones",
+        json_schema_extra=OPERATIONAL,
+    )
 
 
 class StoreConfig(Part):
     """Where rows and files go."""
 
-    data_root: Path | None = Field(None, description="DATA_ROOT (None: $RETRIEVER_DATA, else ./data)", json_schema_extra=OPERATIONAL)
-    db_url: str | None = Field(None, description="SQLAlchemy async URL (None: $ARETRIEVER_DB_URL, else SQLite in DATA_ROOT)", json_schema_extra=OPERATIONAL)
-    db_batch_rows: int = Field(500, ge=1, description="rows per database transaction, at most", json_schema_extra=OPERATIONAL)
-    db_batch_ms: float = Field(200.0, gt=0, description="longest wait before a partial batch is written", json_schema_extra=OPERATIONAL)
+    data_root: Path | None = Field(
+        None, description="DATA_ROOT (None: $RETRIEVER_DATA, else ./data)", json_schema_extra=OPERATIONAL
+    )
+    db_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL (None: $ARETRIEVER_DB_URL, else SQLite in DATA_ROOT)",
+        json_schema_extra=OPERATIONAL,
+    )
+    db_batch_rows: int = Field(
+        500, ge=1, description="rows per database transaction, at most", json_schema_extra=OPERATIONAL
+    )
+    db_batch_ms: float = Field(
+        200.0,
+        gt=0,
+        description="longest wait before a partial batch is written",
+        json_schema_extra=OPERATIONAL,
+    )
 
 
 class Config(Part):
@@ -229,7 +366,9 @@ class Config(Part):
 
     project: ProjectConfig = Field(default_factory=ProjectConfig, description="project")
     catalog: CatalogConfig = Field(default_factory=CatalogConfig, description="catalog")
-    observatories: ObservatoriesConfig = Field(default_factory=ObservatoriesConfig, description="observatories")
+    observatories: ObservatoriesConfig = Field(
+        default_factory=ObservatoriesConfig, description="observatories"
+    )
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="analysis")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="engine")
     store: StoreConfig = Field(default_factory=StoreConfig, description="store")

@@ -259,9 +259,8 @@ def main() -> None:
     parser.add_argument("--cpu-sources", type=int, default=20000)
     parser.add_argument("--only", choices=["archive", "cpu"], default=None)
     args = parser.parse_args()
-    print(
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    cores = os.cpu_count()
+    print(f"machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}")
     if args.only in (None, "archive"):
         archive_bound(args.archive_sources, args.rate)
     if args.only in (None, "cpu"):

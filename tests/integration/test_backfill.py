@@ -10,9 +10,9 @@ from typing import Any
 import h5py
 import pandas as pd
 import sqlalchemy as sa
-from aretriever.store import db, paths
 
 from aretriever.catalog import GeneratedCatalog
+from aretriever.store import db, paths
 from aretriever.testing.fake_archive import Faults
 
 ZTF = "/cgi-bin/ZTF/nph_light_curves"

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from aiohttp import web
-from aretriever.adapters.base import Request, Response, Target
-from aretriever.adapters.ztf import ZtfAdapter, parse_lightcurve_table
 from astropy.coordinates import Angle, SkyCoord
 
+from aretriever.adapters.base import Request, Response, Target
+from aretriever.adapters.ztf import ZtfAdapter, parse_lightcurve_table
 from aretriever.settings import Credentials, ZtfConfig
 from aretriever.testing.fake_archive import DATA_DIR, Answer, FakeArchive, Faults
 from aretriever.testing.ztf_replay import RECORDED_FILE, ZTF_PATH

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -77,7 +76,9 @@ def assert_every_file_opens(root: Path, *, temporaries_allowed: bool = False) ->
 
 
 def assert_rows_point_to_complete_files(db_url: str, root: Path) -> None:
-    for filename, key, n, nbytes in query(db_url, "select filename, filekey, num_rows, nbytes from raw_photometry"):
+    for filename, key, n, nbytes in query(
+        db_url, "select filename, filekey, num_rows, nbytes from raw_photometry"
+    ):
         assert (root / filename).stat().st_size == nbytes
         with h5py.File(root / filename, "r") as f:
             assert len(f[key]) == n

@@ -173,9 +173,7 @@ def test_default_file_named_default(tmp_path: Path) -> None:
     assert load_config(False).engine.queue_size == 256  # cfg_file=False: no file at all
 
 
-def test_configs_dir_from_argument_and_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_configs_dir_from_argument_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path / "elsewhere" / "wd.yaml", {"engine": {"queue_size": 9}})
     assert load_config(project="wd", configs_dir=tmp_path / "elsewhere").engine.queue_size == 9
     monkeypatch.setenv("ARETRIEVER_CONFIGS", str(tmp_path / "elsewhere"))
@@ -259,9 +257,7 @@ def test_seed_aliases_in_file_and_overrides(tmp_path: Path) -> None:
     assert (ztf.cone_search_radius_arcsec, ztf.minimal_declination_deg) == (4.0, -20.0)
     assert (ztf.reducer.radius_arcsec, ztf.reducer.gap_days) == (2.0, 60.0)
     assert (
-        load_config(
-            False, sets=["observatories.ztf.reducer.gap=10"]
-        ).observatories.ztf.reducer.gap_days
+        load_config(False, sets=["observatories.ztf.reducer.gap=10"]).observatories.ztf.reducer.gap_days
         == 10.0
     )
 
@@ -380,8 +376,7 @@ def test_errors_under_a_cfg_key_name_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(path, "small")
     assert errors_of(exc) == [
-        f"config: engine.workers: Input should be greater than or equal to 1 (got 0) "
-        f"in {path} [small]"
+        f"config: engine.workers: Input should be greater than or equal to 1 (got 0) in {path} [small]"
     ]
 
 
@@ -390,8 +385,7 @@ def test_wrong_value_names_path_value_and_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(project="wd")
     assert errors_of(exc) == [
-        "config: analysis.finder.snr_threshold: Input should be greater than 0 (got -5) "
-        "in configs/wd.yaml"
+        "config: analysis.finder.snr_threshold: Input should be greater than 0 (got -5) in configs/wd.yaml"
     ]
     assert path.is_file()
 
@@ -492,9 +486,7 @@ def test_malformed_set_is_named(text: str) -> None:
 def test_set_with_unknown_path_or_bad_yaml() -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(False, sets=["engine.queue=3"])
-    assert errors_of(exc)[0].startswith(
-        "config: engine.queue: unknown key; did you mean queue_size?"
-    )
+    assert errors_of(exc)[0].startswith("config: engine.queue: unknown key; did you mean queue_size?")
     assert errors_of(exc)[0].endswith("in --set engine.queue=3")
     with pytest.raises(ConfigError, match=r"--set 'engine\.workers=\[1,': not valid YAML"):
         load_config(False, sets=["engine.workers=[1,"])
@@ -560,9 +552,7 @@ def test_hash_follows_products_not_operations_or_secrets() -> None:
         "catalog.chunk_rows=9",
     ]:
         assert config_hash(load_config(False, sets=[operational]), "v1") == base, operational
-    secret = load_config(
-        False, overrides={"ZTF": {"credentials": {"username": "u", "password": "p"}}}
-    )
+    secret = load_config(False, overrides={"ZTF": {"credentials": {"username": "u", "password": "p"}}})
     assert config_hash(secret, "v1") == base
 
 
@@ -640,13 +630,10 @@ def test_cli_show_and_hash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "#" not in out and yaml.safe_load(out) == public_dict(load_config(False))
     assert main(["config", "hash", "--config", "wd.yaml", "--cfg-key", "small"]) == 2
     assert (
-        capsys.readouterr().err
-        == "config: cfg_key 'small' not in configs/wd.yaml (the file has: catalog)\n"
+        capsys.readouterr().err == "config: cfg_key 'small' not in configs/wd.yaml (the file has: catalog)\n"
     )
     assert main(["config", "hash", "--config", "wd.yaml", "--cfg-key", "catalog"]) == 2
-    assert capsys.readouterr().err.startswith(
-        "config: default: unknown key (allowed: analysis, catalog,"
-    )
+    assert capsys.readouterr().err.startswith("config: default: unknown key (allowed: analysis, catalog,")
     assert main(["config", "hash", "--project", "wd"]) == 0
     assert capsys.readouterr().out.strip() == config_hash(load_config(project="wd"))
 
@@ -673,9 +660,7 @@ def test_cli_bad_config_exits_2_without_traceback(capsys: pytest.CaptureFixture[
         (["config", "show", "-h"], 0),
     ],
 )
-def test_cli_usage_exit_codes(
-    argv: list[str], code: int, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_usage_exit_codes(argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == code
     captured = capsys.readouterr()
     assert "usage:" in captured.out + captured.err

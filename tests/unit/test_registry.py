@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
-import aretriever.adapters as registry
 import pytest
+
+import aretriever.adapters as registry
 from aretriever.adapters.base import Adapter
 from aretriever.adapters.ztf import ZtfAdapter
-
 from aretriever.errors import ConfigError
 from aretriever.settings import Config, ZtfConfig
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -31,7 +30,7 @@ NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
         (400, None, 1, False, "http_400"),
         (403, None, 1, False, "http_403"),
         (None, TimeoutError(), 1, True, "timeout"),
-        (None, asyncio.TimeoutError(), 2, True, "timeout"),
+        (None, TimeoutError(), 2, True, "timeout"),
         (None, aiohttp.ClientConnectionError(), 1, True, "ClientConnectionError"),
         (None, aiohttp.ServerDisconnectedError(), 1, True, "ServerDisconnectedError"),
         (None, aiohttp.ClientPayloadError(), 1, True, "ClientPayloadError"),

@@ -14,6 +14,8 @@ import astropy.units as u
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.coordinates import Angle, SkyCoord
+
 from aretriever.adapters.base import Fetched, Request, Response, Target
 from aretriever.adapters.ztf import (
     COLUMNS,
@@ -26,8 +28,6 @@ from aretriever.adapters.ztf import (
     parse_lightcurve_table,
     reduce_lightcurves,
 )
-from astropy.coordinates import Angle, SkyCoord
-
 from aretriever.errors import ArchiveErrorPage, MalformedResponse, TransientFetchError
 from aretriever.settings import Credentials, ZtfConfig, ZtfReducerConfig
 from aretriever.testing.fake_archive import DATA_DIR
