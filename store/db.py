@@ -13,6 +13,8 @@ import functools
 import json
 import math
 import os
+import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,14 +99,27 @@ def json_dumps(value: Any) -> str:
     return json.dumps(_finite(value), default=_json_default, allow_nan=False)
 
 
+def _enable_wal(cursor: Any, attempts: int = 100) -> None:
+    # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is locked"
+    # at once (no busy handler) when another connection is doing the same: wait and ask again.
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy, not the sqlite3 module, decides where transactions begin (see _sqlite_begin):
     # the module's own implicit BEGIN skips DDL, which would leave migrations non-transactional
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: may lose, never corrupt
     finally:
