@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from aretriever.adapters.base import Adapter, Fetched, HttpPort, ReducedLightcurve, Target
+from aretriever.adapters.base import Adapter, Fetched, HttpPort, Target
 from aretriever.errors import FetchError, MalformedResponse, StoreError
-from aretriever.pool import CpuJob, CpuResult, run_job
+from aretriever.pool import CpuJob, CpuResult, ReducedTable, run_job
 from aretriever.retry import is_transient
 from aretriever.skipcheck import Action, Decision, Products
 from aretriever.store import paths
-from aretriever.store.hdf5 import h5_nrows
+from aretriever.store.hdf5 import Tables, h5_nrows
 from aretriever.store.models import Failure, Lightcurve, RawPhotometry, Source
 from aretriever.store.writers import FileWriter, Replace, RowWriter, Upsert
 from aretriever.summary import Outcome
 
 log = logging.getLogger("aretriever.pipeline")
+
+Row = dict[str, Any]
 
 _SOURCE_COLUMNS = ("ra_deg", "dec_deg", "mag", "pmra_mas_yr", "pmdec_mas_yr", "catalog", "cat_index")
 
@@ -152,7 +151,9 @@ class SourcePipeline:
         if fetched.body is None or result is None:
             await self._store_no_data(d, fetched)
             return self._result(target, Outcome.NO_DATA, fetched.no_data_reason or "")
-        raw = result.raw if result.raw is not None else pd.DataFrame()
+        raw = result.raw
+        if raw is None:  # pragma: no cover - a job built from a fetched body always parses it
+            raise AssertionError("the pool returned no raw table for a fetched body")
         relpath = paths.raw_relpath(self.observatory, target.name, target.ra_deg)
         nbytes = await self._write(
             relpath, {paths.raw_key(target.name): (raw, raw_attrs(target, self.observatory, fetched))}
@@ -182,7 +183,7 @@ class SourcePipeline:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _write(self, relpath: str, tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]]) -> int:
+    async def _write(self, relpath: str, tables: Tables) -> int:
         return await self.stores.files.write(paths.resolve(self.stores.data_root, relpath), tables)
 
     def _raw_row(
@@ -208,7 +209,7 @@ class SourcePipeline:
     # -- lightcurves ---------------------------------------------------------------------------
 
     async def _write_lightcurves(
-        self, target: Target, lcs: list[ReducedLightcurve]
+        self, target: Target, lcs: list[ReducedTable]
     ) -> list[dict[str, Any]] | None:
         if not self.products.reduce:
             return None
@@ -218,7 +219,7 @@ class SourcePipeline:
         total = len(lcs)
         keys = [paths.reduction_key(target.name, i, total) for i in range(1, total + 1)]
         tables = {
-            key: (lc.data, {**dict(lc.meta), "filter": lc.filter}) for key, lc in zip(keys, lcs, strict=True)
+            key: (lc.records, {**lc.meta, "filter": lc.filter}) for key, lc in zip(keys, lcs, strict=True)
         }
         nbytes = await self._write(relpath, tables)
         return [
@@ -229,7 +230,7 @@ class SourcePipeline:
     def _lightcurve_row(
         self,
         target: Target,
-        lc: ReducedLightcurve,
+        lc: ReducedTable,
         relpath: str,
         key: str,
         number: int,
@@ -246,7 +247,7 @@ class SourcePipeline:
             "simulation_number": 0,
             "filename": relpath,
             "filekey": key,
-            "num_rows": len(lc.data),
+            "num_rows": len(lc.records),
             "nbytes": nbytes,
             "filter": lc.filter,
             "time_start_mjd": lc.time_start_mjd,

@@ -8,12 +8,15 @@ Parsing belongs here with the reduction: on the event loop it would stall every 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from aretriever.adapters.base import Adapter, Fetched, ReducedLightcurve, Target
+from aretriever.store.hdf5 import Records, as_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +32,30 @@ class CpuJob:
 
 
 @dataclass(frozen=True, slots=True)
-class CpuResult:
-    """The parsed raw table (None when it was read from disk) and its lightcurves, with timings."""
+class ReducedTable:
+    """A reduced lightcurve as it travels back from the pool: a structured array, ready to write."""
 
-    raw: pd.DataFrame | None
-    lightcurves: list[ReducedLightcurve] = field(default_factory=list)
+    records: Records
+    filter: str
+    time_start_mjd: float
+    time_end_mjd: float
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, lc: ReducedLightcurve) -> ReducedTable:
+        return cls(as_records(lc.data), lc.filter, lc.time_start_mjd, lc.time_end_mjd, dict(lc.meta))
+
+
+@dataclass(frozen=True, slots=True)
+class CpuResult:
+    """The parsed raw table (None when it was read from disk) and its lightcurves, with timings.
+
+    Tables come back as structured arrays: converting them here, in parallel, leaves the HDF5
+    writer thread (which shares the event loop's GIL) only the HDF5 work itself.
+    """
+
+    raw: Records | None
+    lightcurves: list[ReducedTable] = field(default_factory=list)
     num_raw_rows: int = 0
     parse_s: float = 0.0
     reduce_s: float = 0.0
@@ -45,8 +67,9 @@ def run_job(job: CpuJob) -> CpuResult:
     raw = job.adapter.parse(job.fetched) if job.fetched is not None else _read_raw(job)
     t1 = time.perf_counter()
     lightcurves = job.adapter.reduce(raw, job.target) if job.reduce and len(raw) else []
-    parsed = raw if job.fetched is not None else None
-    return CpuResult(parsed, lightcurves, len(raw), t1 - t0, time.perf_counter() - t1)
+    parsed = as_records(raw) if job.fetched is not None else None
+    tables = [ReducedTable.of(lc) for lc in lightcurves]
+    return CpuResult(parsed, tables, len(raw), t1 - t0, time.perf_counter() - t1)
 
 
 def run_jobs(jobs: list[CpuJob]) -> list[CpuResult | BaseException]:
