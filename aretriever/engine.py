@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,17 +51,6 @@ def products_for(cfg: Config, *, reduce: bool) -> Products:
     """Where this project's products go: ``<PROJECT>`` or, with version control, ``<PROJECT>_<hash>``."""
     digest = config_hash(cfg) if cfg.project.version_control else ""
     return Products(cfg.project.name, digest, paths.product_folder(cfg.project.name, digest or None), reduce)
-
-
-def _warm(_: int) -> int:
-    return os.getpid()
-
-
-def default_executor(workers: int | None) -> ProcessPoolExecutor:
-    """A process pool started by a fork server: workers never inherit the loop's threads or locks."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["aretriever.pool", "aretriever.adapters.ztf", "aretriever.store.hdf5"])
-    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
 
 
 @dataclass(slots=True)
@@ -131,10 +118,10 @@ class Engine:
         """Backfill rows ``start`` to ``stop`` of ``catalog`` and return the summary."""
         t0 = time.perf_counter()
         async with AsyncExitStack() as stack:
-            executor = self._executor or stack.enter_context(default_executor(self.cfg.engine.workers))
-            await self._warm_up(executor)
+            cpu = CpuRunner(self._executor, self.cfg.engine.workers)
+            stack.push_async_callback(cpu.aclose)
             stores = await self._open_stores(stack)
-            await self._open_lanes(stack, executor, stores, catalog.name)
+            await self._open_lanes(stack, cpu, stores, catalog.name)
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._grace_watchdog, name="grace-watchdog")
                 with self._work_scope:
@@ -171,12 +158,6 @@ class Engine:
             await db.dispose()
         return counts
 
-    async def _warm_up(self, executor: Executor) -> None:
-        """Start the pool's workers now, so their start-up is not paid by the first sources."""
-        if isinstance(executor, ProcessPoolExecutor):
-            n: int = getattr(executor, "_max_workers", 1)
-            await anyio.to_thread.run_sync(lambda: list(executor.map(_warm, range(n))))
-
     async def _open_stores(self, stack: AsyncExitStack) -> Stores:
         self.data_root.mkdir(parents=True, exist_ok=True)
         db = create_engine(self.db_url)
@@ -191,10 +172,7 @@ class Engine:
         )
         return Stores(files, rows, self.data_root)
 
-    async def _open_lanes(
-        self, stack: AsyncExitStack, executor: Executor, stores: Stores, catalog: str
-    ) -> None:
-        cpu = CpuRunner(executor)
+    async def _open_lanes(self, stack: AsyncExitStack, cpu: CpuRunner, stores: Stores, catalog: str) -> None:
         for name, adapter in self._adapters.items():
             cfg: LaneConfig = getattr(self.cfg.observatories, name)
             connector = aiohttp.TCPConnector(limit=cfg.max_concurrency)

@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from aretriever.adapters.base import Adapter, Fetched, HttpPort, Target
 from aretriever.errors import FetchError, MalformedResponse, StoreError
-from aretriever.pool import CpuJob, CpuResult, ReducedTable, run_job
+from aretriever.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
 from aretriever.retry import is_transient
 from aretriever.skipcheck import Action, Decision, Products
 from aretriever.store import paths
@@ -54,13 +56,31 @@ class Stores:
 
 
 class CpuRunner:
-    """Runs :mod:`aretriever.pool` jobs on an executor without blocking the loop."""
+    """Runs :mod:`aretriever.pool` jobs on an executor without blocking the loop.
 
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
+    Without an executor given, a process pool is started at the first job, so a run that only
+    skips (a resume) never pays for starting one.
+    """
+
+    def __init__(self, executor: Executor | None = None, workers: int | None = None) -> None:
+        self._executor = executor
+        self._owned: Executor | None = None
+        self._workers = workers
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = self._owned = default_executor(self._workers)
+        return self._executor
 
     async def run(self, job: CpuJob) -> CpuResult:
         return await asyncio.wrap_future(self.executor.submit(run_job, job))
+
+    async def aclose(self) -> None:
+        """Shut down the pool this runner started (an executor given to it is the caller's)."""
+        if self._owned is not None:
+            owned, self._owned = self._owned, None
+            await anyio.to_thread.run_sync(owned.shutdown)
 
 
 def _now() -> datetime:

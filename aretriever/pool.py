@@ -7,8 +7,11 @@ Parsing belongs here with the reduction: on the event loop it would stall every 
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,3 +93,10 @@ def _read_raw(job: CpuJob) -> pd.DataFrame:
         raise ValueError("a CpuJob needs either a fetched body or a raw file and key")
     frame, _ = read_h5(Path(job.raw_path), job.raw_key)
     return frame
+
+
+def default_executor(workers: int | None) -> ProcessPoolExecutor:
+    """A process pool started by a fork server: workers never inherit the loop's threads or locks."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["aretriever.pool", "aretriever.adapters.ztf", "aretriever.store.hdf5"])
+    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
