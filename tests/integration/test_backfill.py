@@ -182,3 +182,21 @@ def test_files_written_by_a_run_open_with_plain_h5py(run_cli, tmp_path: Path) ->
         with h5py.File(f) as h5:
             for key in h5:
                 assert len(pd.DataFrame(h5[key][:]).columns) > 10
+
+
+def test_verify_opens_files_and_refetches_the_unreadable(run_cli, archive, tmp_path) -> None:
+    assert run_cli(size=4) == 0
+    victim = sorted((tmp_path / "data").glob("ZTF/RA*/*.h5"))[0]
+    size = victim.stat().st_size
+    with victim.open("r+b") as f:  # same size, garbage inside: only opening the file can tell
+        f.write(b"\0" * 512)
+    assert victim.stat().st_size == size
+    archive.archive.reset_counts()
+    assert run_cli(size=4) == 0
+    assert archive.archive.count() == 0  # size and row agree: trusted without --verify
+    summary = tmp_path / "s.json"
+    assert run_cli("--verify", "--summary-json", str(summary), size=4) == 0
+    ztf = json.loads(summary.read_text())["observatories"]["ztf"]
+    assert (ztf["refetched"], ztf["skipped"], archive.archive.count()) == (1, 3, 1)
+    with h5py.File(victim) as f:
+        assert len(f.keys()) == 1

@@ -126,3 +126,21 @@ def test_sigint_drains_in_flight_work_and_exits_130(archive, db_url, tmp_path: P
     log = finish(proc, 300)
     assert proc.returncode == 0, log
     assert query(db_url, "select count(*) from raw_photometry") == [(200,)]
+
+
+def test_second_sigint_aborts_at_once_leaving_nothing_half_written(archive, db_url, tmp_path: Path) -> None:
+    archive.archive.faults = Faults(latency_ms=3000)  # in-flight sources would take seconds to finish
+    root = tmp_path / "data"
+    root.mkdir()
+    proc = start_cli(archive.url, db_url, root, 100)
+    wait_for_files(root, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    log = finish(proc, 60)
+    assert proc.returncode == 130, log
+    assert time.monotonic() - t0 < 10  # far less than the 20 s grace period
+    assert "aborting" in log
+    assert_every_file_opens(root, temporaries_allowed=True)
+    assert_rows_point_to_complete_files(db_url, root)

@@ -1,0 +1,32 @@
+"""The engine embedded directly: any Executor for the CPU stage, results streamed as they come."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aretriever.catalog import GeneratedCatalog
+from aretriever.config import load_config
+from aretriever.engine import Engine
+from aretriever.pipeline import SourceResult
+from aretriever.summary import Outcome
+from aretriever.testing.fake_archive import FakeArchive
+
+
+async def test_engine_accepts_any_executor_and_reports_each_source(db_url: str, tmp_path: Path) -> None:
+    async with FakeArchive() as fake:
+        cfg = load_config(
+            False,
+            overrides={
+                "store": {"data_root": str(tmp_path / "data"), "db_url": db_url},
+                "observatories": {"ztf": {"base_url": fake.url, "rate_per_s": 1000}},
+            },
+        )
+        seen: list[SourceResult] = []
+        with ThreadPoolExecutor(max_workers=2) as executor:
+            engine = Engine(cfg, executor=executor, on_result=seen.append)
+            summary = await engine.run(GeneratedCatalog(8), 2, 7)
+    assert summary.total(Outcome.FETCHED) == 5 == len(seen)
+    assert sorted(r.source for r in seen) == [f"TEST{i:06d}" for i in range(2, 7)]
+    assert all(r.observatory == "ztf" and r.num_lightcurves > 0 for r in seen)
+    assert fake.count() == 5
