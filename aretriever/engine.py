@@ -129,6 +129,7 @@ class Engine:
                         self._start_lanes(tg, catalog, start, stop, stores)
                 outer.cancel_scope.cancel()
             log.info("work done; flushing writers")
+        self.summary.failed_row_writes = stores.rows.failed_ops  # read after the final flush
         self._collect_lane_stats()
         self.summary.elapsed_s = time.perf_counter() - t0
         return self.summary

@@ -42,6 +42,7 @@ class RunSummary:
 
     lanes: dict[str, LaneSummary] = field(default_factory=dict)
     bad_rows: Counter[str] = field(default_factory=Counter)
+    failed_row_writes: int = 0  # database writes refused after retries (each is logged)
     elapsed_s: float = 0.0
     interrupted: bool = False
 
@@ -53,7 +54,7 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
-        return self.total(Outcome.FAILED) + sum(self.bad_rows.values())
+        return self.total(Outcome.FAILED) + sum(self.bad_rows.values()) + self.failed_row_writes
 
     @property
     def handled(self) -> int:
@@ -71,6 +72,7 @@ class RunSummary:
             "interrupted": self.interrupted,
             "failed": self.failed,
             "bad_catalog_rows": dict(self.bad_rows),
+            "failed_row_writes": self.failed_row_writes,
             "observatories": {
                 name: {
                     **{o.value: lane.outcomes[o.value] for o in Outcome},
@@ -92,5 +94,7 @@ class RunSummary:
             lines.append(f"{name:<11} " + " ".join(f"{v:>9}" for v in values))
             lines.extend(f"  failed ({reason}): {n}" for reason, n in lane.failures.most_common())
         lines.extend(f"bad catalog rows ({reason}): {n}" for reason, n in self.bad_rows.most_common())
+        if self.failed_row_writes:
+            lines.append(f"database writes that failed (see the log): {self.failed_row_writes}")
         lines.append(f"{self.handled} source-lanes in {self.elapsed_s:.1f} s ({self.sources_per_s:.1f}/s)")
         return "\n".join(lines)
