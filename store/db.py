@@ -20,13 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
@@ -38,6 +35,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from aretriever.errors import StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 from aretriever.settings import StoreConfig
 
 from .models import NOW_OPTION, UPDATED_COLUMNS, Base, UTCDateTime
@@ -164,7 +164,9 @@ def create_engine(url: str) -> AsyncEngine:
 
 def alembic_config(url: str | None = None) -> AlembicConfig:
     """Return an Alembic config for aretriever's migrations (``url`` for command-line style use)."""
-    cfg = AlembicConfig()
+    from alembic.config import Config  # imported when needed: alembic costs ~0.3 s of start-up
+
+    cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["target_metadata"] = Base.metadata
     if url is not None:
@@ -175,12 +177,16 @@ def alembic_config(url: str | None = None) -> AlembicConfig:
 def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)
 
 
 def _downgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.downgrade(cfg, revision)
@@ -206,6 +212,8 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
 
 
 def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
