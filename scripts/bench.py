@@ -66,12 +66,24 @@ def run_cli(url: str, work: Path, size: int, *extra: str) -> Run:
     ]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak_kb = 0
+    while proc.poll() is None:  # the CLI process's own high-water mark (pool workers aside)
+        peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+        time.sleep(0.2)
     elapsed = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"CLI exited {proc.returncode}")
-    return Run(elapsed, usage.ru_maxrss / 1024, json.loads(summary.read_text()))
+    return Run(elapsed, peak_kb / 1024, json.loads(summary.read_text()))
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def line(name: str, value: str, ideal: str, ratio: float | None = None, target: str = "") -> None:
