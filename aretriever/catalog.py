@@ -2,22 +2,38 @@
 
 A catalog yields pandas chunks; :func:`chunk_to_targets` turns a chunk into engine
 :class:`~aretriever.adapters.base.Target` objects and names the rows it cannot use.
+
+:func:`open_catalog` knows three kinds of catalog:
+
+- ``test``: N random sources (:class:`GeneratedCatalog`);
+- a local CSV, FITS, Parquet or HDF5 file with a configurable column map (:class:`FileCatalog`);
+- named remote catalogs, downloaded once and cached (:mod:`aretriever.catalog_remote`): ``wd``
+  (aliases ``WD``, ``white_dwarfs``), the Gentile Fusillo et al. (2021) Gaia EDR3 white dwarfs,
+  and ``gaia:<ADQL>``, a Gaia archive TAP query (:mod:`aretriever.catalog_tap`).
+
+Every catalog also answers ``get_row(index_or_name)`` and ``get_nearest_row(ra, dec, radius)``
+(:class:`~aretriever.catalog_index.Lookups`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from aretriever.adapters.base import Target
+from aretriever.catalog_index import CatalogLookup, Lookups, propagate_frame
 from aretriever.errors import CatalogError
 from aretriever.settings import CatalogConfig, ColumnMap
+
+if TYPE_CHECKING:
+    from aretriever.catalog_cache import RemoteOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +58,25 @@ class Catalog(Protocol):
         ...
 
 
+@runtime_checkable
+class SearchableCatalog(Catalog, Protocol):
+    """A catalog that also finds rows by number, by name and by position (every built-in one)."""
+
+    def get_row(self, index_or_name: int | str) -> pd.Series: ...
+
+    def get_nearest_row(self, ra: float, dec: float, radius_arcsec: float) -> pd.Series | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EpochShift:
+    """Move positions by proper motion from the catalog's epoch to an observation epoch."""
+
+    from_yr: float
+    to_yr: float
+
+
 @dataclass(slots=True)
-class GeneratedCatalog:
+class GeneratedCatalog(Lookups):
     """``size`` random sources, reproducible from ``seed``, all visible to ZTF (dec > -30).
 
     They have no magnitudes: a random magnitude would make every reducer's magnitude check reject
@@ -54,6 +87,8 @@ class GeneratedCatalog:
     seed: int = 42
     chunk_rows: int = 5000
     name: str = "test"
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    _lookup: CatalogLookup | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.size
@@ -81,60 +116,120 @@ class GeneratedCatalog:
 
 
 @dataclass(slots=True)
-class FileCatalog:
-    """A local CSV, Parquet, FITS or HDF5 file."""
+class FileCatalog(Lookups):
+    """A local CSV, Parquet, FITS or HDF5 file.
+
+    Parameters
+    ----------
+    path : Path
+        The file; its suffix picks the reader.
+    chunk_rows : int
+        Rows per chunk handed to the engine.
+    label : str
+        The catalog's name (default: the file name).
+    columns : ColumnMap
+        Which columns of the chunks (after ``rename``) hold name, ra, dec, mag and proper motion.
+    rename : mapping, optional
+        File column -> chunk column, for catalogs whose file keeps the archive's column names.
+    epoch : EpochShift, optional
+        Move positions by proper motion to an observation epoch while streaming.
+    """
 
     path: Path
     chunk_rows: int = 5000
+    label: str = ""
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    rename: Mapping[str, str] | None = None
+    epoch: EpochShift | None = None
+    _lookup: CatalogLookup | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.label or self.path.name
 
     def __len__(self) -> int:
-        return sum(len(chunk) for chunk in self.iter_chunks())
+        return _count_rows(self.path, self._reader())
 
     def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[pd.DataFrame]:
+        reader = self._reader()
+        if stop is not None and stop <= start:
+            return
+        with contextlib.closing(reader(self.path, self.chunk_rows, max(0, start))) as chunks:
+            for offset, chunk in chunks:
+                chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+                end = offset + len(chunk) if stop is None else min(stop, offset + len(chunk))
+                if end > max(start, offset):
+                    yield self._shape(chunk.loc[max(start, offset) : end - 1])
+                if stop is not None and offset + len(chunk) >= stop:
+                    return
+
+    def _reader(self) -> _Reader:
         reader = _READERS.get(self.path.suffix.lower())
         if reader is None:
             raise CatalogError(
                 f"catalog: {self.path}: unknown file type {self.path.suffix!r} "
                 f"(known: {', '.join(sorted(_READERS))})"
             )
-        offset = 0
-        for chunk in reader(self.path, self.chunk_rows):
-            chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+        return reader
+
+    def _shape(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        if self.rename:
+            chunk = chunk.rename(columns=dict(self.rename))
+        if self.epoch is not None:
+            chunk = propagate_frame(chunk, self.columns, self.epoch.from_yr, self.epoch.to_yr)
+        return chunk
+
+
+# -------------------------------------------------------------------------- file readers
+# A reader yields (row number of the chunk's first row, chunk), starting at or before ``start``.
+
+
+class _Reader(Protocol):
+    def __call__(self, path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]: ...
+
+
+def _read_csv(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
+    offset = start
+    skip = range(1, start + 1) if start else None  # keep the header line
+    with pd.read_csv(path, chunksize=chunk_rows, skiprows=skip) as chunks:
+        for chunk in chunks:
+            yield offset, chunk
             offset += len(chunk)
-            lo, hi = (
-                max(start, chunk.index[0] if len(chunk) else 0),
-                offset if stop is None else min(stop, offset),
-            )
-            if hi > lo:
-                yield chunk.loc[lo : hi - 1]
-            if stop is not None and offset >= stop:
-                return
 
 
-def _read_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    yield from pd.read_csv(path, chunksize=chunk_rows)
-
-
-def _read_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _read_parquet(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-        yield batch.to_pandas()
+    source = pq.ParquetFile(path)
+    offset, first = 0, 0
+    sizes = [source.metadata.row_group(i).num_rows for i in range(source.num_row_groups)]
+    while first < len(sizes) and offset + sizes[first] <= start:  # skip whole row groups
+        offset += sizes[first]
+        first += 1
+    groups = list(range(first, len(sizes)))
+    if not groups:
+        return
+    for batch in source.iter_batches(batch_size=chunk_rows, row_groups=groups):
+        yield offset, batch.to_pandas()
+        offset += batch.num_rows
 
 
-def _read_fits(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _read_fits(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
     from astropy.table import Table
 
     table = Table.read(path, memmap=True)
-    for lo in range(0, len(table), chunk_rows):
-        yield table[lo : lo + chunk_rows].to_pandas()
+    for lo in range(start, len(table), chunk_rows):
+        yield lo, _fits_frame(table[lo : lo + chunk_rows].to_pandas())
 
 
-def _read_hdf5(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _fits_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in frame.columns:  # FITS text comes back as bytes with trailing blanks
+        if frame[column].dtype == object and len(frame) and isinstance(frame[column].iloc[0], bytes):
+            frame[column] = [v.decode().rstrip() for v in frame[column]]
+    return frame
+
+
+def _read_hdf5(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
     import h5py
 
     from aretriever.store.hdf5 import records_to_frame
@@ -144,11 +239,11 @@ def _read_hdf5(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         if not keys:
             raise CatalogError(f"catalog: {path}: no table dataset in the file")
         dataset = f[keys[0]]
-        for lo in range(0, dataset.shape[0], chunk_rows):
-            yield records_to_frame(dataset[lo : lo + chunk_rows])
+        for lo in range(start, dataset.shape[0], chunk_rows):
+            yield lo, records_to_frame(dataset[lo : lo + chunk_rows])
 
 
-_READERS = {
+_READERS: dict[str, _Reader] = {
     ".csv": _read_csv,
     ".parquet": _read_parquet,
     ".fits": _read_fits,
@@ -158,17 +253,65 @@ _READERS = {
 }
 
 
-def open_catalog(spec: str | None, cfg: CatalogConfig) -> Catalog:
-    """The catalog named by ``spec`` (a file path or a catalog name), else by the config."""
+def _count_rows(path: Path, reader: _Reader) -> int:
+    """Rows in the file, from its metadata where the format has it."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.read_metadata(path).num_rows)
+    if suffix in {".fits", ".fit"}:
+        from astropy.io import fits
+
+        with fits.open(path, memmap=True) as hdus:
+            return int(hdus[1].header["NAXIS2"])
+    return sum(len(chunk) for _, chunk in reader(path, 100_000, 0))
+
+
+# -------------------------------------------------------------------------- opening
+
+
+def open_catalog(
+    spec: str | None, cfg: CatalogConfig, *, options: RemoteOptions | None = None
+) -> SearchableCatalog:
+    """The catalog named by ``spec`` (a file path or a catalog name), else by the config.
+
+    Named remote catalogs (``wd``, ``gaia:<ADQL>``) are downloaded on first use and read from the
+    cache afterwards; from inside a running event loop prefer
+    :func:`aretriever.catalog_remote.open_catalog_async`, which does not block the loop.
+
+    Parameters
+    ----------
+    spec : str or None
+        ``test``, ``wd`` (``WD``, ``white_dwarfs``), ``gaia:<ADQL query>``, or a file path.
+    cfg : CatalogConfig
+        Column map, chunk size, test catalog size.
+    options : RemoteOptions, optional
+        Cache folder, archive URLs and limits for remote catalogs (default: from ``cfg`` and
+        ``$ARETRIEVER_CATALOGS``).
+    """
     spec = spec or cfg.path or cfg.default
     if spec is None:
-        raise CatalogError("catalog: none given (use --catalog FILE or --catalog test)")
+        raise CatalogError("catalog: none given (use --catalog FILE, --catalog wd or --catalog test)")
+    local = open_local(spec, cfg)
+    if local is not None:
+        return local
+    from aretriever.catalog_remote import open_remote
+
+    return open_remote(spec, cfg, options)
+
+
+def open_local(spec: str, cfg: CatalogConfig) -> SearchableCatalog | None:
+    """The ``test`` catalog or a local file; None when ``spec`` names neither."""
     if spec.lower() == "test":
         return GeneratedCatalog(cfg.test_size, cfg.test_seed, cfg.chunk_rows)
     path = Path(spec).expanduser()
     if path.exists():
-        return FileCatalog(path, cfg.chunk_rows)
-    raise CatalogError(f"catalog: {spec!r} is neither a file nor a known catalog name (known: test)")
+        return FileCatalog(path, cfg.chunk_rows, columns=cfg.columns)
+    return None
+
+
+# -------------------------------------------------------------------------- rows to targets
 
 
 def _required(chunk: pd.DataFrame, name: str) -> pd.Series:
@@ -208,7 +351,8 @@ def chunk_to_targets(chunk: pd.DataFrame, columns: ColumnMap) -> tuple[list[Targ
     targets: list[Target] = []
     bad: list[BadRow] = []
     for pos, index in enumerate(chunk.index):
-        name = str(names.iloc[pos]).strip()
+        raw = names.iloc[pos]
+        name = (raw.decode() if isinstance(raw, bytes) else str(raw)).strip()
         problem = (
             "empty name" if not name or name == "nan" else _coordinate_problem(ra.iloc[pos], dec.iloc[pos])
         )

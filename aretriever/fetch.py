@@ -31,7 +31,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m aretriever.fetch", description=__doc__.split("\n")[0])
-    p.add_argument("--catalog", help="catalog file (CSV, FITS, Parquet, HDF5) or name ('test')")
+    p.add_argument("--catalog", help="catalog file (CSV, FITS, Parquet, HDF5) or 'test', 'wd', 'gaia:<ADQL>'")
     p.add_argument(
         "--observatory", action="append", default=[], help="observatory lane (repeatable; default: config)"
     )

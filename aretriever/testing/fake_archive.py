@@ -7,7 +7,9 @@ fate: base latency or a slow tail, a 503, a 429 with ``Retry-After``, a request 
 answered, or a body cut short. Scripted answers (:meth:`FakeArchive.script`) are served first.
 
 The ZTF route answers ``/cgi-bin/ZTF/nph_light_curves`` with the recorded IRSA rows in
-``data/ZTF_lightcurve.csv`` moved onto the requested position (see :mod:`.ztf_replay`).
+``data/ZTF_lightcurve.csv`` moved onto the requested position (see :mod:`.ztf_replay`). The MAST
+routes answer ``/api/v0/invoke`` (TIC, CAOM, products) and ``/api/v0.1/Download/file`` with TESS
+answers templated from recorded ones and the real lightcurve files (see :mod:`.mast_replay`).
 
 Run it on its own::
 
@@ -33,6 +35,8 @@ from typing import Final
 
 from aiohttp import web
 
+from aretriever.testing import tap_replay, vizier_replay
+from aretriever.testing.mast_replay import DOWNLOAD_PATH, INVOKE_PATH, MastReplay
 from aretriever.testing.ztf_replay import ZTF_PATH, ZtfReplay
 
 DATA_DIR: Final = Path(__file__).parent / "data"
@@ -95,9 +99,17 @@ class FakeArchive:
         max_recorded: int = 100_000,
     ) -> None:
         self.faults = faults if faults is not None else Faults()
-        self.ztf = ZtfReplay.load(Path(data_dir) if data_dir is not None else DATA_DIR)
+        data = Path(data_dir) if data_dir is not None else DATA_DIR
+        self.ztf = ZtfReplay.load(data)
+        self.mast = MastReplay.load(data)
         self.url = ""
-        self._routes: dict[str, Handler] = {ZTF_PATH: self._ztf_lightcurves}
+        self._routes: dict[str, Handler] = {
+            ZTF_PATH: self._ztf_lightcurves,
+            INVOKE_PATH: self._mast_invoke,
+            DOWNLOAD_PATH: self._mast_download,
+        }
+        vizier_replay.install(self, data)
+        tap_replay.install(self, data)
         self._scripts: dict[str, deque[Answer]] = {}
         self._log: deque[Recorded] = deque(maxlen=max_recorded)
         self._counts: Counter[str] = Counter()
@@ -230,6 +242,12 @@ class FakeArchive:
 
     async def _ztf_lightcurves(self, request: web.Request) -> Answer:
         return ztf_lightcurves(self.ztf, request.query)
+
+    async def _mast_invoke(self, request: web.Request) -> Answer:
+        return Answer(*await self.mast.invoke(request))
+
+    async def _mast_download(self, request: web.Request) -> Answer:
+        return Answer(*await self.mast.download(request))
 
 
 def ztf_lightcurves(replay: ZtfReplay, query: Mapping[str, str]) -> Answer:

@@ -1,0 +1,805 @@
+"""TESS lightcurves from MAST: TIC match, CAOM observations, SPOC ``*_lc.fits`` products.
+
+One source costs four kinds of request, each built by a pure function and sent through the
+engine's :class:`HttpPort` (rate limit, retries, timeouts):
+
+1. ``Mast.Catalogs.Tic.Cone`` around the source; :func:`choose_tic` picks the TIC star;
+2. ``Mast.Caom.Filtered``: the TESS timeseries observations whose ``target_name`` is that TIC id;
+3. ``Mast.Caom.Products`` of those observations; :func:`select_lightcurves` keeps one SPOC
+   ``*_lc.fits`` per sector (120 s cadence first);
+4. ``Download/file`` of each kept file, streamed to a scratch folder and checked to be a
+   complete FITS (:func:`read_lightcurve_file`); a cut or garbled file is downloaded again.
+
+MAST's Mashup answers JSON with a ``status``: ``EXECUTING`` means "ask again later" (polled with
+``http.sleep`` until ``poll_deadline_s``), ``ERROR`` carries MAST's message, and long answers come
+in pages (``paging.pagesFiltered``). :meth:`TessAdapter.parse` (in the process pool) reads the
+downloaded files into one raw table and deletes them; :func:`reduce_lightcurves` cuts it into one
+lightcurve per sector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, Final
+
+import anyio
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+
+from aretriever.errors import ArchiveErrorPage, MalformedResponse, PermanentFetchError, TransientFetchError
+from aretriever.settings import TessConfig, TessReducerConfig
+
+# relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
+from .base import Fetched, HttpPort, ReducedLightcurve, Request, Target
+
+log = logging.getLogger("aretriever.adapters.tess")
+
+INVOKE_PATH: Final = "/api/v0/invoke"
+DOWNLOAD_PATH: Final = "/api/v0.1/Download/file"
+TIC_CONE: Final = "Mast.Catalogs.Tic.Cone"
+TIC_BY_ID: Final = "Mast.Catalogs.Filtered.Tic.Rows"
+CAOM_FILTERED: Final = "Mast.Caom.Filtered"
+CAOM_PRODUCTS: Final = "Mast.Caom.Products"
+PAGE_SIZE: Final = 50_000  # rows per Mashup page (astroquery's default)
+EXECUTING: Final = "EXECUTING"
+COMPLETE: Final = "COMPLETE"
+LC_SUFFIX: Final = "_lc.fits"  # SPOC lightcurves; "_fast-lc.fits" (20 s) does not end like this
+PREFERRED_CADENCE_S: Final = 120.0
+FILTER: Final = "tess"
+#: Header cards kept per sector beside the raw table: the star's from the primary HDU (whose
+#: RA_OBJ/DEC_OBJ are the TIC's J2000 position; HDU 1 may carry them moved to the observation
+#: epoch), the times' from the LIGHTCURVE HDU.
+PRIMARY_KEYS: Final = (
+    "OBJECT", "TICID", "SECTOR", "CAMERA", "CCD", "TESSMAG", "RA_OBJ", "DEC_OBJ", "PROCVER", "DATA_REL",
+)  # fmt: skip
+LIGHTCURVE_KEYS: Final = ("TIMEDEL", "DEADC", "BJDREFI", "BJDREFF", "TIMESYS", "TSTART", "TSTOP")
+#: Per-sector header values the reducer needs, carried as columns of the raw table so that a raw
+#: table read back from HDF5 (without its attributes) can be reduced again.
+TABLE_HEADERS: Final[dict[str, str]] = {
+    "SECTOR": "int16",
+    "TICID": "int64",
+    "CAMERA": "int8",
+    "CCD": "int8",
+    "TESSMAG": "float64",
+    "BJDREFI": "int32",
+    "BJDREFF": "float64",
+    "TIMEDEL": "float64",
+    "DEADC": "float64",
+}
+_REQUIRED_CARDS: Final = ("SECTOR", "BJDREFI", "BJDREFF", "TIMEDEL")
+_SECTOR_IN_NAME: Final = re.compile(r"-s(\d{2,4})[-_]")
+_QUOTE_CHARS: Final = 200
+_BLOCK: Final = 2880  # FITS headers and data come in blocks of 2880 bytes
+_CARD: Final = 80
+_SIZING: Final = ("BITPIX", "PCOUNT", "GCOUNT", "NEXTEND")
+_MAG_PER_LN: Final = 2.5 / math.log(10.0)
+_OPTIONAL_OUTPUT: Final = {"CADENCENO": "cadenceno", "SAP_BKG": "bkg", "SAP_BKG_ERR": "bkgerr"}
+
+Array = np.ndarray[Any, Any]
+Row = Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# pure request side
+
+
+def build_invoke_request(
+    cfg: TessConfig, service: str, params: Mapping[str, Any], *, page: int = 1
+) -> Request:
+    """A Mashup query: ``POST {base}/api/v0/invoke`` with the form field ``request=<JSON>`` (pure).
+
+    Parameters
+    ----------
+    cfg : TessConfig
+        ``base_url`` of MAST.
+    service : str
+        The Mashup service, e.g. ``"Mast.Caom.Filtered"``.
+    params : mapping
+        The service's parameters.
+    page : int
+        Which page of the answer (1-based); :data:`PAGE_SIZE` rows per page.
+    """
+    payload = {
+        "service": service,
+        "params": dict(params),
+        "format": "json",
+        "pagesize": PAGE_SIZE,
+        "page": page,
+    }
+    url = cfg.base_url.rstrip("/") + INVOKE_PATH
+    return Request("POST", url, data={"request": json.dumps(payload)}, headers={"Accept": "application/json"})
+
+
+def tic_cone_params(target: Target, cfg: TessConfig) -> dict[str, float]:
+    """``Mast.Catalogs.Tic.Cone`` parameters: position and radius in degrees."""
+    return {
+        "ra": target.ra_deg % 360.0,
+        "dec": target.dec_deg,
+        "radius": cfg.cat_query_radius_arcsec / 3600.0,
+    }
+
+
+def tic_id_params(tic: int) -> dict[str, Any]:
+    """``Mast.Catalogs.Filtered.Tic.Rows`` parameters: the TIC row with this id."""
+    return {"columns": "*", "filters": [{"paramName": "ID", "values": [str(tic)]}]}
+
+
+def caom_params(tic: int) -> dict[str, Any]:
+    """``Mast.Caom.Filtered`` parameters: TESS timeseries observations of one TIC star."""
+    criteria = {"obs_collection": "TESS", "dataproduct_type": "timeseries", "target_name": str(tic)}
+    filters = [{"paramName": name, "values": [value]} for name, value in criteria.items()]
+    return {"columns": "*", "filters": filters}
+
+
+def products_params(obsids: Sequence[str]) -> dict[str, str]:
+    """``Mast.Caom.Products`` parameters: the products of these observations (``obsid``, not ``obs_id``)."""
+    return {"obsid": ",".join(obsids)}
+
+
+def build_download_request(cfg: TessConfig, uri: str, path: str | Path) -> Request:
+    """``GET {base}/api/v0.1/Download/file?uri=<uri>``, streamed to ``path`` (pure)."""
+    url = cfg.base_url.rstrip("/") + DOWNLOAD_PATH
+    return Request("GET", url, params=(("uri", uri),), stream_to=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# pure parsing of Mashup answers
+
+
+@dataclass(frozen=True, slots=True)
+class MashupAnswer:
+    """One Mashup answer: ``COMPLETE`` with a page of rows, or ``EXECUTING`` (ask again)."""
+
+    status: str
+    rows: list[dict[str, Any]]
+    page: int = 1
+    pages: int = 1
+
+
+def parse_mashup(body: bytes, *, service: str, source: str = "", url: str = "") -> MashupAnswer:
+    """Parse a Mashup JSON answer (pure).
+
+    Raises
+    ------
+    PermanentFetchError
+        ``status: ERROR``; the message is MAST's ``msg``.
+    ArchiveErrorPage
+        An HTML page instead of JSON.
+    MalformedResponse
+        Not JSON (e.g. cut short), no ``data`` list, or an unknown status (worth asking again).
+    """
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if body.lstrip()[:1] == b"<":
+            text = " ".join(re.sub(rb"<[^>]*>", b" ", body).decode("utf-8", "replace").split())
+            raise ArchiveErrorPage(_message(service, source, url, text[:_QUOTE_CHARS]), url=url) from exc
+        raise _malformed(service, source, url, f"not JSON ({exc})") from exc
+    status = str(doc.get("status", "")).upper() if isinstance(doc, dict) else ""
+    if status == "ERROR":
+        msg = str(doc.get("msg") or "(no message)")
+        raise PermanentFetchError(_message(service, source, url, f"ERROR: {msg}"), url=url)
+    if status == EXECUTING:
+        return MashupAnswer(EXECUTING, [])
+    if status != COMPLETE or not isinstance(doc.get("data"), list):
+        raise _malformed(service, source, url, f"status {status or None!r} and no data list")
+    paging = doc.get("paging") if isinstance(doc.get("paging"), dict) else {}
+    rows = [row for row in doc["data"] if isinstance(row, dict)]
+    return MashupAnswer(COMPLETE, rows, _int(paging.get("page"), 1), _int(paging.get("pagesFiltered"), 1))
+
+
+def _message(service: str, source: str, url: str, text: str) -> str:
+    return f"tess: MAST answered {service} for {source} ({url}): {text}"
+
+
+def _malformed(service: str, source: str, url: str, text: str) -> MalformedResponse:
+    return MalformedResponse(_message(service, source, url, text), url=url)
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any) -> float | None:
+    """A finite float, or None (MAST sends null for unknown values)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# --------------------------------------------------------------------------------------------
+# pure choices: the TIC star, the observations, the lightcurve files
+
+
+@dataclass(frozen=True, slots=True)
+class TicMatch:
+    """The TIC star chosen for a source, or why there is none."""
+
+    tic: int | None
+    distance_arcsec: float | None = None
+    gaia_mag: float | None = None
+    reason: str | None = None
+
+
+def choose_tic(rows: Sequence[Row], target: Target, cfg: TessConfig) -> TicMatch:
+    """The nearest TIC row closer than ``distance_thresh_arcsec`` whose ``GAIAmag`` is within
+    ``magdiff_thresh`` of the target's mag (when the target has one; a row without GAIAmag then
+    does not match). Rows are ranked by ``dstArcSec``, or by their own ra/dec when it is missing.
+    """
+    ranked = _ranked(rows, target)
+    if not ranked:
+        return TicMatch(None, reason=f"no TIC star within {cfg.cat_query_radius_arcsec:g} arcsec")
+    near = [item for item in ranked if item[0] < cfg.distance_thresh_arcsec]
+    if not near:
+        d, _, tic = ranked[0]
+        within = f"within {cfg.distance_thresh_arcsec:g} arcsec"
+        return TicMatch(None, reason=f"no TIC star {within} (nearest: TIC {tic} at {d:.2f} arcsec)")
+    mag = _float(target.mag)
+    for d, row, tic in near:
+        gaia = _float(row.get("GAIAmag"))
+        if mag is None or (gaia is not None and abs(gaia - mag) < cfg.magdiff_thresh):
+            return TicMatch(tic, d, gaia)
+    d, row, tic = near[0]
+    cut = f"|GAIAmag - {mag:.3f}| < {cfg.magdiff_thresh:g}"
+    nearest = f"TIC {tic} at {d:.2f} arcsec, GAIAmag {_float(row.get('GAIAmag'))}"
+    return TicMatch(
+        None,
+        reason=f"no TIC star within {cfg.distance_thresh_arcsec:g} arcsec has {cut} (nearest: {nearest})",
+    )
+
+
+def _ranked(rows: Sequence[Row], target: Target) -> list[tuple[float, Row, int]]:
+    """(distance in arcsec, row, TIC id) of the usable rows, nearest first."""
+    ranked = []
+    for row in rows:
+        tic, distance = _tic_id(row), _distance(row, target)
+        if tic is not None and distance is not None:
+            ranked.append((distance, row, tic))
+    return sorted(ranked, key=lambda item: item[0])
+
+
+def _tic_id(row: Row) -> int | None:
+    try:
+        return int(row["ID"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _distance(row: Row, target: Target) -> float | None:
+    given = _float(row.get("dstArcSec"))
+    if given is not None:
+        return given
+    ra, dec = _float(row.get("ra")), _float(row.get("dec"))
+    if ra is None or dec is None:
+        return None
+    return separation_arcsec(ra, dec, target.ra_deg, target.dec_deg)
+
+
+def separation_arcsec(ra1_deg: float, dec1_deg: float, ra2_deg: float, dec2_deg: float) -> float:
+    """Angular distance in arcsec (haversine, wrap-safe)."""
+    ra1, dec1, ra2, dec2 = map(math.radians, (ra1_deg, dec1_deg, ra2_deg, dec2_deg))
+    hav = math.sin((dec1 - dec2) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra1 - ra2) / 2) ** 2
+    return math.degrees(2 * math.asin(math.sqrt(min(max(hav, 0.0), 1.0)))) * 3600.0
+
+
+def target_from_tic_rows(rows: Sequence[Row], tic: int) -> Target | None:
+    """``Target("TIC <id>", ra, dec)`` from the TIC row with that id, or None."""
+    for row in rows:
+        ra, dec = _float(row.get("ra")), _float(row.get("dec"))
+        if _tic_id(row) == tic and ra is not None and dec is not None:
+            return Target(f"TIC {tic}", ra, dec)
+    return None
+
+
+def observation_cadences(rows: Sequence[Row], tic: int) -> dict[str, float | None]:
+    """``obsid -> t_exptime`` (s) of the TESS timeseries observations of ``tic``, in MAST's order."""
+    cadences: dict[str, float | None] = {}
+    for row in rows:
+        if (
+            str(row.get("obs_collection")) == "TESS"
+            and str(row.get("dataproduct_type")) == "timeseries"
+            and _int(row.get("target_name"), -1) == tic
+            and row.get("obsid") is not None
+        ):
+            cadences[str(row["obsid"])] = _float(row.get("t_exptime"))
+    return cadences
+
+
+@dataclass(frozen=True, slots=True)
+class LightcurveProduct:
+    """One SPOC lightcurve file to download."""
+
+    filename: str
+    uri: str
+    sector: int | None
+    cadence_s: float | None
+
+
+def sector_from_name(filename: str) -> int | None:
+    """The sector in a TESS product name (``...-s0001-...`` or the alerts' ``...-s01_...``)."""
+    found = _SECTOR_IN_NAME.search(filename)
+    return int(found.group(1)) if found else None
+
+
+def select_lightcurves(rows: Sequence[Row], cadences: Mapping[str, float | None]) -> list[LightcurveProduct]:
+    """One ``*_lc.fits`` product per sector, ordered by sector (pure).
+
+    Only products of the observations in ``cadences`` count. When a sector has several, the one
+    whose observation cadence is closest to 120 s wins (then the first name in sort order).
+    """
+    best: dict[object, LightcurveProduct] = {}
+    for row in rows:
+        product = _lightcurve_product(row, cadences)
+        if product is None:
+            continue
+        key = product.sector if product.sector is not None else product.filename
+        if key not in best or _rank(product) < _rank(best[key]):
+            best[key] = product
+    return sorted(best.values(), key=lambda p: (p.sector is None, p.sector or 0, p.filename))
+
+
+def _lightcurve_product(row: Row, cadences: Mapping[str, float | None]) -> LightcurveProduct | None:
+    obsid = str(row.get("obsID", ""))
+    uri = str(row.get("dataURI") or "")
+    # never a path from the answer: only the last part of the name is used on disk
+    name = Path(str(row.get("productFilename") or uri.rsplit("/", 1)[-1])).name
+    if obsid not in cadences or not uri or not name.lower().endswith(LC_SUFFIX):
+        return None
+    return LightcurveProduct(name, uri, sector_from_name(name), cadences[obsid])
+
+
+def _rank(product: LightcurveProduct) -> tuple[float, str]:
+    cadence = product.cadence_s
+    return (abs(cadence - PREFERRED_CADENCE_S) if cadence is not None else math.inf, product.filename)
+
+
+# --------------------------------------------------------------------------------------------
+# FITS files (sync: run in a worker thread by fetch, in the process pool by parse)
+
+
+def read_lightcurve_file(
+    path: str | Path, flux_column: str, *, source: str = ""
+) -> tuple[dict[str, Any], dict[str, Array]]:
+    """``(headers, columns)`` of one SPOC lightcurve file, checked to be complete.
+
+    The file must have a binary table in HDU 1 holding ``TIME``, ``QUALITY``, ``flux_column`` and
+    its ``_ERR`` column with all NAXIS2 rows readable, every extension that the primary header's
+    NEXTEND announces, and every byte the headers promise.
+
+    Raises
+    ------
+    MalformedResponse
+        The file is cut short or garbled (worth downloading again).
+    PermanentFetchError
+        The file is complete but is not a lightcurve of the expected layout.
+    """
+    path = Path(path)
+    try:
+        # the layout first, so astropy never meets a cut file (it would warn and read on)
+        check_fits_layout(path, source)
+        with fits.open(path, memmap=False) as hdul:
+            if not isinstance(hdul[1], fits.BinTableHDU):
+                raise PermanentFetchError(f"tess: HDU 1 of {path.name} for {source} is not a table")
+            _check_columns(hdul[1], flux_column, path)
+            data = hdul[1].data
+            columns = {name: np.array(data[name]) for name in data.names}
+            headers = lightcurve_headers(hdul)
+            expected = hdul[1].header.get("NAXIS2")
+    except (OSError, ValueError, IndexError, TypeError, KeyError, EOFError) as exc:
+        raise _bad_file(path, source, f"{type(exc).__name__}: {exc}") from exc
+    rows = len(columns["TIME"])
+    if rows != expected:
+        raise _bad_file(path, source, f"{rows} of {expected} rows readable")
+    missing = [key for key in _REQUIRED_CARDS if headers.get(key) is None]
+    if missing:
+        raise PermanentFetchError(f"tess: {path.name} for {source} has no {missing} header cards")
+    return headers, columns
+
+
+def check_fits_layout(path: Path, source: str = "") -> None:
+    """Check that ``path`` holds whole FITS HDUs, at least two, and as many as NEXTEND announces.
+
+    Only the header cards that size an HDU are read (BITPIX, NAXISn, PCOUNT, GCOUNT), block by
+    block; the data are skipped over.
+
+    Raises
+    ------
+    MalformedResponse
+        A header or a data unit is cut short, or extensions are missing.
+    """
+    size = path.stat().st_size
+    offset, count, announced = 0, 0, None
+    with path.open("rb") as stream:
+        while offset < size:
+            cards, header_bytes = _read_header(stream, offset)
+            if cards is None:
+                raise _bad_file(path, source, f"the header of HDU {count} is cut short")
+            end = offset + header_bytes + _data_bytes(cards)
+            if end > size:
+                raise _bad_file(path, source, f"cut short: {size} of {end} bytes")
+            announced = cards.get("NEXTEND") if count == 0 else announced
+            offset, count = end, count + 1
+    if count == 0:
+        raise _bad_file(path, source, "empty file")
+    if count < 2 or (announced is not None and count < announced + 1):
+        raise _bad_file(path, source, f"{count - 1} of {announced or 1} extensions present")
+
+
+def _read_header(stream: BinaryIO, offset: int) -> tuple[dict[str, int] | None, int]:
+    """(the sizing cards of the header at ``offset``, its length); None when it has no END."""
+    stream.seek(offset)
+    cards: dict[str, int] = {}
+    length = 0
+    while block := stream.read(_BLOCK):
+        if len(block) < _BLOCK:
+            return None, length
+        length += _BLOCK
+        for start in range(0, _BLOCK, _CARD):
+            card = block[start : start + _CARD]
+            keyword = card[:8].rstrip().decode("ascii", "replace")
+            if keyword == "END":
+                return cards, length
+            if card[8:10] == b"= " and (keyword in _SIZING or keyword.startswith("NAXIS")):
+                cards[keyword] = _card_int(card)
+    return None, length
+
+
+def _card_int(card: bytes) -> int:
+    try:
+        return int(card[10:].split(b"/")[0].strip())
+    except ValueError:
+        return 0  # not an integer: not a sizing value this reader could use
+
+
+def _data_bytes(cards: Mapping[str, int]) -> int:
+    """The padded size of an HDU's data (FITS standard 4.0, eq. 1 and 2)."""
+    naxis = cards.get("NAXIS", 0)
+    if naxis == 0:
+        return 0
+    elements = math.prod(cards.get(f"NAXIS{i}", 0) for i in range(1, naxis + 1))
+    bits = abs(cards.get("BITPIX", 8)) * cards.get("GCOUNT", 1) * (cards.get("PCOUNT", 0) + elements)
+    return -(-(bits // 8) // _BLOCK) * _BLOCK
+
+
+def _check_columns(hdu: fits.BinTableHDU, flux_column: str, path: Path) -> None:
+    found = list(hdu.columns.names)
+    for name in ("TIME", "QUALITY", flux_column, flux_column + "_ERR"):
+        if name not in found:
+            message = f"tess: expected column {name!r} in HDU 1 of {path.name}; found {found}"
+            raise PermanentFetchError(message)
+
+
+def _bad_file(path: Path, source: str, text: str) -> MalformedResponse:
+    return MalformedResponse(f"tess: broken lightcurve file {path.name} for {source}: {text}")
+
+
+def lightcurve_headers(hdul: fits.HDUList) -> dict[str, Any]:
+    """The :data:`PRIMARY_KEYS` and :data:`LIGHTCURVE_KEYS` cards (from the other HDU when missing
+    there), plus the cadence and the effective exposure per cadence in seconds (TIMEDEL x DEADC,
+    e.g. 120 s x 0.792 = 95.04 s)."""
+    headers: dict[str, Any] = {}
+    for keys, first, second in ((PRIMARY_KEYS, 0, 1), (LIGHTCURVE_KEYS, 1, 0)):
+        for key in keys:
+            value = hdul[first].header.get(key, hdul[second].header.get(key))
+            headers[key] = value if isinstance(value, (bool, int, float, str)) else None  # blank cards
+    headers["cadence_s"], headers["exposure_s"] = cadence_exposure_s(headers["TIMEDEL"], headers["DEADC"])
+    return headers
+
+
+def cadence_exposure_s(timedel_d: Any, deadc: Any) -> tuple[float | None, float | None]:
+    """(cadence, effective exposure per cadence) in seconds from TIMEDEL (days) and DEADC."""
+    timedel, dead = _float(timedel_d), _float(deadc)
+    if timedel is None:
+        return None, None
+    cadence_s = timedel * 86400.0
+    return cadence_s, cadence_s * (dead if dead is not None else 1.0)
+
+
+def lightcurve_table(path: str | Path, flux_column: str, *, source: str = "") -> pd.DataFrame:
+    """Every HDU 1 column of one file in native byte order, plus :data:`TABLE_HEADERS` columns."""
+    headers, found = read_lightcurve_file(path, flux_column, source=source)
+    # SPOC lightcurve columns are scalars; a vector column would have no place in a flat table
+    columns = {name: _native(values) for name, values in found.items() if values.ndim == 1}
+    rows = len(columns["TIME"])
+    for key, dtype in TABLE_HEADERS.items():
+        value = _float(headers.get(key))
+        fill = value if value is not None else (np.nan if dtype.startswith("float") else -1)
+        columns[key] = np.full(rows, fill, dtype=dtype)
+    return pd.DataFrame(columns)
+
+
+def _native(values: Array) -> Array:
+    """FITS is big-endian; numpy, pandas and HDF5 readers prefer the machine's byte order."""
+    native: Array = values.astype(values.dtype.newbyteorder("="))
+    return native
+
+
+def read_raw_table(paths: Sequence[str | Path], flux_column: str, *, source: str = "") -> pd.DataFrame:
+    """One raw table from several files (ordered by SECTOR, each file's rows kept in order)."""
+    frames = [lightcurve_table(path, flux_column, source=source) for path in paths]
+    if not frames:
+        return pd.DataFrame({key: pd.Series([], dtype=dtype) for key, dtype in TABLE_HEADERS.items()})
+    raw = pd.concat(frames, ignore_index=True)
+    return raw.iloc[np.argsort(raw["SECTOR"].to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def remove_scratch(paths: Sequence[str | Path]) -> None:
+    """Delete downloaded files, then their folders when empty."""
+    for path in map(Path, paths):
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+
+# --------------------------------------------------------------------------------------------
+# pure reduction
+
+
+def reduce_lightcurves(raw: pd.DataFrame, target: Target, cfg: TessReducerConfig) -> list[ReducedLightcurve]:
+    """One lightcurve per sector, ordered by start time (pure).
+
+    Parameters
+    ----------
+    raw : pandas.DataFrame
+        The raw table from :func:`read_raw_table` (not modified).
+    target : Target
+        The source (unused: the TIC match already chose the star).
+    cfg : TessReducerConfig
+        Rows with NaN TIME or NaN flux, or with ``QUALITY & quality_bitmask != 0``, are dropped;
+        ``flux_column`` is the flux; ``mag = zero_point_mag - 2.5 log10(flux)``.
+
+    Returns
+    -------
+    list of ReducedLightcurve
+        Times in MJD (TDB): ``TIME + BJDREFI + BJDREFF - 2400000.5``; filter ``"tess"``. A sector
+        without any good row gives no lightcurve.
+    """
+    # by TIC too: a raw table never mixes stars, but if it did their sectors must stay apart
+    curves = [sector_lightcurve(part, cfg) for _, part in raw.groupby(["SECTOR", "TICID"], sort=True)]
+    return sorted((lc for lc in curves if lc is not None), key=lambda lc: lc.time_start_mjd)
+
+
+def sector_lightcurve(part: pd.DataFrame, cfg: TessReducerConfig) -> ReducedLightcurve | None:
+    """The lightcurve of one sector's raw rows, or None when no row survives the cuts."""
+    time = part["TIME"].to_numpy(dtype=np.float64)
+    flux = part[cfg.flux_column].to_numpy(dtype=np.float64)
+    quality = part["QUALITY"].to_numpy().astype(np.int64)
+    finite = np.isfinite(time) & np.isfinite(flux)
+    keep = finite & ((quality & cfg.quality_bitmask) == 0)
+    if not keep.any():
+        return None
+    first = part.iloc[0]
+    # the integer day offset first, so TIME's precision survives in the sum
+    mjd = time[keep] + (float(first["BJDREFI"]) - 2400000.0) + (float(first["BJDREFF"]) - 0.5)
+    order = np.argsort(mjd, kind="stable")
+    data = _lightcurve_table(part, keep, mjd, cfg).iloc[order].reset_index(drop=True)
+    meta = _lightcurve_meta(first, data, cfg)
+    meta.update(num_dropped_nan=int((~finite).sum()), num_dropped_quality=int((finite & ~keep).sum()))
+    return ReducedLightcurve(
+        data=data,
+        filter=FILTER,
+        time_start_mjd=float(data["mjd"].iloc[0]),
+        time_end_mjd=float(data["mjd"].iloc[-1]),
+        meta=meta,
+    )
+
+
+def _lightcurve_table(part: pd.DataFrame, keep: Array, mjd: Array, cfg: TessReducerConfig) -> pd.DataFrame:
+    flux = part[cfg.flux_column].to_numpy(dtype=np.float64)[keep]
+    fluxerr = part[cfg.flux_column + "_ERR"].to_numpy(dtype=np.float64)[keep]
+    positive = flux > 0  # a negative flux has no magnitude (NaN), but the point stays
+    safe = np.where(positive, flux, 1.0)
+    columns: dict[str, Array] = {
+        "mjd": mjd,
+        "flux": flux,
+        "fluxerr": fluxerr,
+        "mag": np.where(positive, cfg.zero_point_mag - 2.5 * np.log10(safe), np.nan),
+        "magerr": np.where(positive, _MAG_PER_LN * fluxerr / safe, np.nan),
+        "quality": part["QUALITY"].to_numpy()[keep].astype(np.int32),
+    }
+    for raw_name, name in _OPTIONAL_OUTPUT.items():
+        if raw_name in part:
+            columns[name] = part[raw_name].to_numpy()[keep]
+    return pd.DataFrame(columns)
+
+
+def _lightcurve_meta(first: pd.Series[Any], data: pd.DataFrame, cfg: TessReducerConfig) -> dict[str, Any]:
+    tess_mag = _float(first["TESSMAG"])
+    mags = data["mag"].to_numpy()
+    mags = mags[np.isfinite(mags)]
+    measured = None
+    if tess_mag is not None and mags.size:
+        # the zero point that would put the median instrumental mag on the TIC's TESS mag
+        measured = cfg.zero_point_mag + tess_mag - float(np.median(mags))
+    cadence_s, exposure_s = cadence_exposure_s(first["TIMEDEL"], first["DEADC"])
+    return {
+        "sector": int(first["SECTOR"]),
+        "tic": int(first["TICID"]),
+        "camera": int(first["CAMERA"]),
+        "ccd": int(first["CCD"]),
+        "num_points": len(data),
+        "flux_column": cfg.flux_column,
+        "quality_bitmask": cfg.quality_bitmask,
+        "zero_point_mag": cfg.zero_point_mag,
+        "measured_zero_point_mag": measured,
+        "tess_mag": tess_mag,
+        "exposure_s": exposure_s,
+        "cadence_s": cadence_s,
+        "time_scale": "tdb",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# IO through the port
+
+
+async def mast_query(
+    http: HttpPort, cfg: TessConfig, service: str, params: Mapping[str, Any], source: str
+) -> list[dict[str, Any]]:
+    """Every row of a Mashup query: each page in turn, each polled until it is COMPLETE."""
+    rows: list[dict[str, Any]] = []
+    page, pages = 1, 1
+    while page <= pages:
+        answer = await _complete_page(http, cfg, service, params, page, source)
+        rows.extend(answer.rows)
+        pages = answer.pages
+        page += 1
+    return rows
+
+
+async def _complete_page(
+    http: HttpPort, cfg: TessConfig, service: str, params: Mapping[str, Any], page: int, source: str
+) -> MashupAnswer:
+    """Ask for one page until MAST stops answering EXECUTING, waiting ``poll_interval_s`` between
+    asks; the deadline counts the waits (the port's clock), not the time spent in requests."""
+    request = build_invoke_request(cfg, service, params, page=page)
+    waited = 0.0
+    while True:
+        response = await http.send(request)
+        answer = parse_mashup(response.body, service=service, source=source, url=request.display_url())
+        if answer.status != EXECUTING:
+            return answer
+        if waited + cfg.poll_interval_s > cfg.poll_deadline_s:
+            raise TransientFetchError(
+                _message(service, source, request.display_url(), f"still EXECUTING after {waited:g} s"),
+                url=request.display_url(),
+            )
+        await http.sleep(cfg.poll_interval_s)
+        waited += cfg.poll_interval_s
+
+
+def no_data_reason(target: Target, limiting_magnitude: float | None = None) -> str | None:
+    """Why TESS cannot have data for ``target``: fainter than ``limiting_magnitude`` (when set)."""
+    mag = _float(target.mag)
+    if limiting_magnitude is not None and mag is not None and mag > limiting_magnitude:
+        return f"fainter than limiting magnitude (mag {mag:.3f} > {limiting_magnitude})"
+    return None
+
+
+class TessAdapter:
+    """TESS through MAST: TIC match, SPOC lightcurve files, one lightcurve per sector."""
+
+    name: ClassVar[str] = "tess"
+
+    def __init__(self, cfg: TessConfig) -> None:
+        self.cfg = cfg
+
+    def no_data_reason(self, target: Target) -> str | None:
+        """Why TESS cannot have data for ``target`` (pure), or None when it may."""
+        # TessConfig has no limiting magnitude yet; honour one as soon as it has
+        return no_data_reason(target, getattr(self.cfg, "limiting_magnitude", None))
+
+    async def fetch(self, target: Target, http: HttpPort) -> Fetched:
+        """Match ``target`` to a TIC star and download its SPOC lightcurve files."""
+        reason = self.no_data_reason(target)
+        if reason is not None:
+            return Fetched(target, None, no_data_reason=reason)
+        rows = await mast_query(http, self.cfg, TIC_CONE, tic_cone_params(target, self.cfg), target.name)
+        match = choose_tic(rows, target, self.cfg)
+        if match.tic is None:
+            return Fetched(target, None, no_data_reason=match.reason)
+        about = {"tic_distance_arcsec": match.distance_arcsec, "tic_gaia_mag": match.gaia_mag}
+        return await self._fetch_tic(target, match.tic, http, about)
+
+    async def fetch_by_tic(self, tic: int, http: HttpPort, target: Target | None = None) -> Fetched:
+        """Download the lightcurves of TIC ``tic`` directly (no cone search).
+
+        ``target`` is the source to file them under (e.g. the catalog's nearest row); without one
+        the TIC row gives the position and the source is named ``TIC <id>``.
+
+        Raises
+        ------
+        PermanentFetchError
+            No target was given and the TIC has no star with that id.
+        """
+        if target is None:
+            rows = await mast_query(http, self.cfg, TIC_BY_ID, tic_id_params(tic), f"TIC {tic}")
+            target = target_from_tic_rows(rows, tic)
+            if target is None:
+                raise PermanentFetchError(f"tess: MAST's TIC has no star with ID {tic}")
+        return await self._fetch_tic(target, tic, http, {})
+
+    async def _fetch_tic(self, target: Target, tic: int, http: HttpPort, about: dict[str, Any]) -> Fetched:
+        cfg, name = self.cfg, target.name
+        observations = await mast_query(http, cfg, CAOM_FILTERED, caom_params(tic), name)
+        cadences = observation_cadences(observations, tic)
+        if not cadences:
+            return Fetched(target, None, no_data_reason=f"MAST has no TESS timeseries of TIC {tic}")
+        products = await mast_query(http, cfg, CAOM_PRODUCTS, products_params(list(cadences)), name)
+        chosen = select_lightcurves(products, cadences)
+        if not chosen:
+            reason = f"no SPOC lightcurve (*{LC_SUFFIX}) among {len(products)} products of TIC {tic}"
+            return Fetched(target, None, no_data_reason=reason)
+        folder = Path(tempfile.mkdtemp(prefix="aretriever-tess-", dir=getattr(http, "scratch_dir", None)))
+        try:
+            files = [await self._download(http, product, folder, name) for product in chosen]
+        except BaseException:  # cancelled or failed: leave nothing behind in the scratch folder
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        headers = [found for _, found in files]
+        meta = {
+            "tic": tic,
+            **about,
+            "sectors": [h["SECTOR"] for h in headers],
+            "files": [path for path, _ in files],
+            "products": [p.filename for p in chosen],
+            "headers": headers,
+        }
+        url = build_download_request(cfg, chosen[0].uri, "").display_url()
+        return Fetched(target, b"", url=url, meta=meta)
+
+    async def _download(
+        self, http: HttpPort, product: LightcurveProduct, folder: Path, source: str
+    ) -> tuple[str, dict[str, Any]]:
+        """Stream one file to ``folder`` and check it; a broken file is downloaded again.
+
+        The port retries failed requests, but a FITS cut short under a complete HTTP answer is
+        only seen here, so this loop re-asks, up to the lane's ``max_attempts``.
+        """
+        path = folder / product.filename
+        request = build_download_request(self.cfg, product.uri, path)
+        check = functools.partial(read_lightcurve_file, path, self.cfg.reducer.flux_column, source=source)
+        for attempt in range(1, self.cfg.max_attempts + 1):
+            await http.send(request)
+            try:
+                headers, _ = await anyio.to_thread.run_sync(check)
+            except MalformedResponse as exc:
+                if attempt == self.cfg.max_attempts:
+                    raise
+                log.info("%s [attempt %d/%d, downloading again]", exc, attempt, self.cfg.max_attempts)
+                continue
+            return str(path), headers
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def parse(self, fetched: Fetched) -> pd.DataFrame:
+        """The downloaded files as one raw table (pure but for deleting them once read)."""
+        files = list(fetched.meta.get("files", ())) if fetched.body is not None else []
+        try:
+            return read_raw_table(files, self.cfg.reducer.flux_column, source=fetched.target.name)
+        finally:
+            remove_scratch(files)
+
+    def reduce(self, raw: pd.DataFrame, target: Target) -> list[ReducedLightcurve]:
+        """Lightcurves of ``target`` from its raw table (pure)."""
+        return reduce_lightcurves(raw, target, self.cfg.reducer)
+
+    def __repr__(self) -> str:
+        return f"TessAdapter(base_url={self.cfg.base_url!r})"
