@@ -290,15 +290,20 @@ def open_catalog(
         Cache folder, archive URLs and limits for remote catalogs (default: from ``cfg`` and
         ``$ARETRIEVER_CATALOGS``).
     """
-    spec = spec or cfg.path or cfg.default
-    if spec is None:
-        raise CatalogError("catalog: none given (use --catalog FILE, --catalog wd or --catalog test)")
-    local = open_local(spec, cfg)
+    spec, local = resolve_spec(spec, cfg)
     if local is not None:
         return local
     from aretriever.catalog_remote import open_remote
 
     return open_remote(spec, cfg, options)
+
+
+def resolve_spec(spec: str | None, cfg: CatalogConfig) -> tuple[str, SearchableCatalog | None]:
+    """The catalog spec to use (the argument, else the config) and the local catalog it names."""
+    spec = spec or cfg.path or cfg.default
+    if spec is None:
+        raise CatalogError("catalog: none given (use --catalog FILE, --catalog wd or --catalog test)")
+    return spec, open_local(spec, cfg)
 
 
 def open_local(spec: str, cfg: CatalogConfig) -> SearchableCatalog | None:

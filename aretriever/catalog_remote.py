@@ -22,7 +22,7 @@ import aiohttp
 import anyio
 
 from aretriever.adapters.base import Request
-from aretriever.catalog import EpochShift, FileCatalog, SearchableCatalog, open_local
+from aretriever.catalog import EpochShift, FileCatalog, SearchableCatalog, resolve_spec
 from aretriever.catalog_cache import (
     RemoteOptions,
     Sleep,
@@ -209,10 +209,7 @@ async def open_catalog_async(
     sleep : callable, optional
         How to wait between TAP polls and retries (tests pass a fake clock).
     """
-    spec = spec or cfg.path or cfg.default
-    if spec is None:
-        raise CatalogError("catalog: none given (use --catalog FILE, --catalog wd or --catalog test)")
-    local = open_local(spec, cfg)
+    spec, local = resolve_spec(spec, cfg)
     if local is not None:
         return local
     options = options or RemoteOptions.from_config(cfg)
