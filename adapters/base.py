@@ -9,7 +9,7 @@ process pool, so everything crossing that boundary is small and picklable.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlencode
@@ -28,6 +28,13 @@ class Target:
     pmra_mas_yr: float = 0.0
     pmdec_mas_yr: float = 0.0
     index: int | None = None
+    # archive identifiers known in advance, e.g. ``(("tic", "261136679"),)``: an adapter that
+    # finds one uses it instead of matching by position
+    ids: tuple[tuple[str, str], ...] = ()
+
+    def archive_id(self, key: str) -> str | None:
+        """The identifier ``key`` given with this target, or None."""
+        return next((value for name, value in self.ids if name == key), None)
 
     @property
     def pm_mas_yr(self) -> float:
@@ -46,6 +53,10 @@ class Request:
     data: Mapping[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     stream_to: str | None = None  # a path: the port streams the body there instead of memory
+    # Checks a streamed file (off the event loop) before the port calls the request done; what it
+    # returns comes back as ``Response.checked``. A MalformedResponse from it is retried like a
+    # cut connection, so a file broken under a complete HTTP answer is fetched again by the port.
+    check: Callable[[str], Any] | None = None
 
     def display_url(self) -> str:
         """The URL with its query string, for messages and logs (never carries credentials)."""
@@ -60,10 +71,17 @@ class Response:
     body: bytes
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    checked: Any = None  # what ``Request.check`` returned for a streamed body
 
 
 class HttpPort(Protocol):
-    """Sends requests for one observatory lane: rate limit, concurrency, retries, timeouts."""
+    """Sends requests for one observatory lane: rate limit, concurrency, retries, timeouts.
+
+    ``scratch_dir`` is the lane's folder for streamed downloads (None: the system's temp folder);
+    the engine empties it when a run starts, so files a killed run left behind do not pile up.
+    """
+
+    scratch_dir: str | None
 
     async def send(self, request: Request) -> Response: ...
 
@@ -116,4 +134,15 @@ class Adapter(Protocol):
 
     def reduce(self, raw: pd.DataFrame, target: Target) -> list[ReducedLightcurve]:
         """Reduce a raw table to lightcurves (pure; runs in the process pool)."""
+        ...
+
+
+@runtime_checkable
+class LooksUpIds(Protocol):
+    """An adapter that can find a star by its own archive identifier (TESS: a TIC id)."""
+
+    id_key: ClassVar[str]  # the ``Target.ids`` key its fetch honours, e.g. "tic"
+
+    async def lookup_id(self, value: str, http: HttpPort) -> Target:
+        """The star with this identifier, as a target carrying it in ``ids``."""
         ...

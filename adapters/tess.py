@@ -27,12 +27,11 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Final
 
-import anyio
 import numpy as np
 import pandas as pd
 from astropy.io import fits
@@ -147,10 +146,12 @@ def products_params(obsids: Sequence[str]) -> dict[str, str]:
     return {"obsid": ",".join(obsids)}
 
 
-def build_download_request(cfg: TessConfig, uri: str, path: str | Path) -> Request:
+def build_download_request(
+    cfg: TessConfig, uri: str, path: str | Path, check: Callable[[str], Any] | None = None
+) -> Request:
     """``GET {base}/api/v0.1/Download/file?uri=<uri>``, streamed to ``path`` (pure)."""
     url = cfg.base_url.rstrip("/") + DOWNLOAD_PATH
-    return Request("GET", url, params=(("uri", uri),), stream_to=str(path))
+    return Request("GET", url, params=(("uri", uri),), stream_to=str(path), check=check)
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,7 +306,7 @@ def target_from_tic_rows(rows: Sequence[Row], tic: int) -> Target | None:
     for row in rows:
         ra, dec = _float(row.get("ra")), _float(row.get("dec"))
         if _tic_id(row) == tic and ra is not None and dec is not None:
-            return Target(f"TIC {tic}", ra, dec)
+            return Target(f"TIC {tic}", ra, dec, mag=_float(row.get("GAIAmag")), ids=(("tic", str(tic)),))
     return None
 
 
@@ -412,6 +413,12 @@ def read_lightcurve_file(
     if missing:
         raise PermanentFetchError(f"tess: {path.name} for {source} has no {missing} header cards")
     return headers, columns
+
+
+def _checked_headers(path: str, flux_column: str, source: str) -> dict[str, Any]:
+    """The headers of a downloaded file that :func:`read_lightcurve_file` found complete."""
+    headers, _ = read_lightcurve_file(path, flux_column, source=source)
+    return headers
 
 
 def check_fits_layout(path: Path, source: str = "") -> None:
@@ -698,20 +705,23 @@ class TessAdapter:
     """TESS through MAST: TIC match, SPOC lightcurve files, one lightcurve per sector."""
 
     name: ClassVar[str] = "tess"
+    id_key: ClassVar[str] = "tic"
 
     def __init__(self, cfg: TessConfig) -> None:
         self.cfg = cfg
 
     def no_data_reason(self, target: Target) -> str | None:
         """Why TESS cannot have data for ``target`` (pure), or None when it may."""
-        # TessConfig has no limiting magnitude yet; honour one as soon as it has
-        return no_data_reason(target, getattr(self.cfg, "limiting_magnitude", None))
+        return no_data_reason(target, self.cfg.limiting_magnitude)
 
     async def fetch(self, target: Target, http: HttpPort) -> Fetched:
         """Match ``target`` to a TIC star and download its SPOC lightcurve files."""
         reason = self.no_data_reason(target)
         if reason is not None:
             return Fetched(target, None, no_data_reason=reason)
+        given = target.archive_id("tic")
+        if given is not None:
+            return await self._fetch_tic(target, int(given), http, {"tic_given": True})
         rows = await mast_query(http, self.cfg, TIC_CONE, tic_cone_params(target, self.cfg), target.name)
         match = choose_tic(rows, target, self.cfg)
         if match.tic is None:
@@ -723,19 +733,29 @@ class TessAdapter:
         """Download the lightcurves of TIC ``tic`` directly (no cone search).
 
         ``target`` is the source to file them under (e.g. the catalog's nearest row); without one
-        the TIC row gives the position and the source is named ``TIC <id>``.
+        the source is the TIC star itself, named ``TIC <id>`` (see :meth:`lookup_tic`).
+        """
+        if target is None:
+            target = await self.lookup_tic(tic, http)
+        return await self._fetch_tic(target, tic, http, {"tic_given": True})
+
+    async def lookup_id(self, value: str, http: HttpPort) -> Target:
+        """The TIC star with id ``value`` (see :meth:`lookup_tic`)."""
+        return await self.lookup_tic(int(value), http)
+
+    async def lookup_tic(self, tic: int, http: HttpPort) -> Target:
+        """``Target("TIC <id>")`` at the TIC's position of that star, carrying its TIC id.
 
         Raises
         ------
         PermanentFetchError
-            No target was given and the TIC has no star with that id.
+            The TIC has no star with that id.
         """
+        rows = await mast_query(http, self.cfg, TIC_BY_ID, tic_id_params(tic), f"TIC {tic}")
+        target = target_from_tic_rows(rows, tic)
         if target is None:
-            rows = await mast_query(http, self.cfg, TIC_BY_ID, tic_id_params(tic), f"TIC {tic}")
-            target = target_from_tic_rows(rows, tic)
-            if target is None:
-                raise PermanentFetchError(f"tess: MAST's TIC has no star with ID {tic}")
-        return await self._fetch_tic(target, tic, http, {})
+            raise PermanentFetchError(f"tess: MAST's TIC has no star with ID {tic}")
+        return target
 
     async def _fetch_tic(self, target: Target, tic: int, http: HttpPort, about: dict[str, Any]) -> Fetched:
         cfg, name = self.cfg, target.name
@@ -748,7 +768,7 @@ class TessAdapter:
         if not chosen:
             reason = f"no SPOC lightcurve (*{LC_SUFFIX}) among {len(products)} products of TIC {tic}"
             return Fetched(target, None, no_data_reason=reason)
-        folder = Path(tempfile.mkdtemp(prefix="aretriever-tess-", dir=getattr(http, "scratch_dir", None)))
+        folder = Path(tempfile.mkdtemp(prefix="aretriever-tess-", dir=http.scratch_dir))
         try:
             files = [await self._download(http, product, folder, name) for product in chosen]
         except BaseException:  # cancelled or failed: leave nothing behind in the scratch folder
@@ -769,25 +789,13 @@ class TessAdapter:
     async def _download(
         self, http: HttpPort, product: LightcurveProduct, folder: Path, source: str
     ) -> tuple[str, dict[str, Any]]:
-        """Stream one file to ``folder`` and check it; a broken file is downloaded again.
-
-        The port retries failed requests, but a FITS cut short under a complete HTTP answer is
-        only seen here, so this loop re-asks, up to the lane's ``max_attempts``.
-        """
+        """Stream one file to ``folder``; the port checks it and downloads a broken one again."""
         path = folder / product.filename
-        request = build_download_request(self.cfg, product.uri, path)
-        check = functools.partial(read_lightcurve_file, path, self.cfg.reducer.flux_column, source=source)
-        for attempt in range(1, self.cfg.max_attempts + 1):
-            await http.send(request)
-            try:
-                headers, _ = await anyio.to_thread.run_sync(check)
-            except MalformedResponse as exc:
-                if attempt == self.cfg.max_attempts:
-                    raise
-                log.info("%s [attempt %d/%d, downloading again]", exc, attempt, self.cfg.max_attempts)
-                continue
-            return str(path), headers
-        raise AssertionError("unreachable")  # pragma: no cover
+        check = functools.partial(_checked_headers, flux_column=self.cfg.reducer.flux_column, source=source)
+        request = build_download_request(self.cfg, product.uri, path, check=check)
+        response = await http.send(request)
+        headers: dict[str, Any] = response.checked
+        return str(path), headers
 
     def parse(self, fetched: Fetched) -> pd.DataFrame:
         """The downloaded files as one raw table (pure but for deleting them once read)."""

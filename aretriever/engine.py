@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -29,9 +30,10 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aretriever.adapters import get_adapter
-from aretriever.adapters.base import Adapter, Target
-from aretriever.catalog import BadRow, Catalog, chunk_to_targets
+from aretriever.adapters.base import Adapter, LooksUpIds, Target
+from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targets
 from aretriever.config import config_hash
+from aretriever.errors import ConfigError
 from aretriever.http import Lane
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
@@ -45,6 +47,7 @@ from aretriever.summary import Outcome, RunSummary
 log = logging.getLogger("aretriever.engine")
 
 ResultCallback = Callable[[SourceResult], None]
+BatchSource = Callable[[Stores], AsyncIterator[list[Target]]]
 
 
 def products_for(cfg: Config, *, reduce: bool) -> Products:
@@ -116,17 +119,76 @@ class Engine:
 
     async def run(self, catalog: Catalog, start: int = 0, stop: int | None = None) -> RunSummary:
         """Backfill rows ``start`` to ``stop`` of ``catalog`` and return the summary."""
+
+        def batches(stores: Stores) -> AsyncIterator[list[Target]]:
+            return self._catalog_batches(catalog, start, stop, stores)
+
+        return await self._run(batches, catalog.name)
+
+    async def run_targets(self, targets: Sequence[Target], catalog_name: str = "") -> RunSummary:
+        """Backfill these targets (the same skip check, lanes and writers as a catalog run)."""
+        size = self.cfg.engine.skip_batch
+
+        async def batches(_: Stores) -> AsyncIterator[list[Target]]:
+            for lo in range(0, len(targets), size):
+                yield list(targets[lo : lo + size])
+
+        return await self._run(batches, catalog_name)
+
+    async def fetch_by_ids(
+        self, observatory: str, values: Sequence[str], catalog: SearchableCatalog | None = None
+    ) -> RunSummary:
+        """Fetch stars by the archive's own identifiers (TESS: TIC ids), without a position match.
+
+        Each star is filed under the catalog row nearest to the archive's position for it (within
+        the lane's ``distance_thresh_arcsec``, else 10") when a catalog is given and has one, else
+        under the archive's star itself (TESS: ``TIC <id>``). Either way the target carries the
+        identifier, so the lane fetches that star's data directly.
+        """
+        targets = await self.resolve_ids(observatory, values, catalog)
+        return await self.run_targets(targets, catalog.name if catalog is not None else "")
+
+    async def fetch_by_tic(self, tic: int, catalog: SearchableCatalog | None = None) -> RunSummary:
+        """TESS lightcurves of TIC ``tic`` (see :meth:`fetch_by_ids`)."""
+        return await self.fetch_by_ids("tess", [str(tic)], catalog)
+
+    async def resolve_ids(
+        self, observatory: str, values: Sequence[str], catalog: SearchableCatalog | None = None
+    ) -> list[Target]:
+        """The targets :meth:`fetch_by_ids` files these identifiers under."""
+        adapter = self._adapters.get(observatory)
+        if not isinstance(adapter, LooksUpIds):
+            raise ConfigError(
+                f"fetch by id: observatory {observatory!r} is not in this run or has no identifiers"
+                f" (engine observatories: {self.observatories})"
+            )
+        cfg: LaneConfig = getattr(self.cfg.observatories, observatory)
+        radius = float(getattr(cfg, "distance_thresh_arcsec", 10.0))
+        targets = []
+        async with aiohttp.ClientSession() as session:
+            lane = Lane(observatory, cfg, session)
+            for value in values:
+                star = await adapter.lookup_id(value, lane)
+                row = None if catalog is None else catalog.get_nearest_row(star.ra_deg, star.dec_deg, radius)
+                if row is not None:
+                    (found,), _ = chunk_to_targets(row.to_frame().T, self.cfg.catalog.columns)
+                    star = replace(found, ids=star.ids)
+                log.info("%s: %s %s is filed under %s", observatory, adapter.id_key, value, star.name)
+                targets.append(star)
+        return targets
+
+    async def _run(self, batches: BatchSource, catalog: str) -> RunSummary:
         t0 = time.perf_counter()
         async with AsyncExitStack() as stack:
             cpu = CpuRunner(self._executor, self.cfg.engine.workers)
             stack.push_async_callback(cpu.aclose)
             stores = await self._open_stores(stack)
-            await self._open_lanes(stack, cpu, stores, catalog.name)
+            await self._open_lanes(stack, cpu, stores, catalog)
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._grace_watchdog, name="grace-watchdog")
                 with self._work_scope:
                     async with anyio.create_task_group() as tg:
-                        self._start_lanes(tg, catalog, start, stop, stores)
+                        self._start_lanes(tg, batches(stores))
                 outer.cancel_scope.cancel()
             log.info("work done; flushing writers")
         self.summary.failed_row_writes = stores.rows.failed_ops  # read after the final flush
@@ -178,7 +240,7 @@ class Engine:
             cfg: LaneConfig = getattr(self.cfg.observatories, name)
             connector = aiohttp.TCPConnector(limit=cfg.max_concurrency)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-            http = Lane(name, cfg, session)
+            http = Lane(name, cfg, session, scratch_dir=str(self._fresh_scratch(name)))
             pipeline = SourcePipeline(
                 adapter=adapter,
                 http=http,
@@ -190,9 +252,14 @@ class Engine:
             )
             self._lanes[name] = _LaneRuntime(name, cfg, adapter, http, pipeline)
 
-    def _start_lanes(
-        self, tg: TaskGroup, catalog: Catalog, start: int, stop: int | None, stores: Stores
-    ) -> None:
+    def _fresh_scratch(self, lane: str) -> Path:
+        """The lane's scratch folder, emptied: what a killed run left there is never picked up."""
+        folder = paths.scratch_dir(self.data_root, lane)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
+
+    def _start_lanes(self, tg: TaskGroup, batches: AsyncIterator[list[Target]]) -> None:
         batch_senders = []
         for name, lane in self._lanes.items():
             batch_send, batch_recv = anyio.create_memory_object_stream[list[Target]](2)
@@ -202,34 +269,38 @@ class Engine:
             with work_recv:
                 for i in range(lane.cfg.max_concurrency):
                     tg.start_soon(self._fetcher, lane, work_recv.clone(), name=f"fetcher:{name}:{i}")
-        tg.start_soon(self._produce, catalog, start, stop, batch_senders, stores, name="catalog-producer")
+        tg.start_soon(self._produce, batches, batch_senders, name="producer")
 
     # -- stages --------------------------------------------------------------------------------
 
     async def _produce(
-        self,
-        catalog: Catalog,
-        start: int,
-        stop: int | None,
-        senders: list[MemoryObjectSendStream[list[Target]]],
-        stores: Stores,
+        self, batches: AsyncIterator[list[Target]], senders: list[MemoryObjectSendStream[list[Target]]]
     ) -> None:
-        """Stream the catalog in skip-check-sized batches to every lane."""
-        size = self.cfg.engine.skip_batch
-        chunks = catalog.iter_chunks(start, stop)
+        """Hand every lane each batch of targets, until the batches end or a stop is requested."""
         async with AsyncExitStack() as stack:
             for sender in senders:
                 stack.enter_context(sender)
-            while not self._stopping.is_set():
-                chunk = await anyio.to_thread.run_sync(next, chunks, None)
-                if chunk is None:
+            async for batch in batches:
+                if self._stopping.is_set():
                     break
-                targets, bad = chunk_to_targets(chunk, self.cfg.catalog.columns)
-                await self._record_bad_rows(bad, stores)
-                for lo in range(0, len(targets), size):
-                    for sender in senders:
-                        with contextlib.suppress(anyio.BrokenResourceError):  # that lane has stopped
-                            await sender.send(targets[lo : lo + size])
+                for sender in senders:
+                    with contextlib.suppress(anyio.BrokenResourceError):  # that lane has stopped
+                        await sender.send(batch)
+
+    async def _catalog_batches(
+        self, catalog: Catalog, start: int, stop: int | None, stores: Stores
+    ) -> AsyncIterator[list[Target]]:
+        """The catalog's rows as skip-check-sized batches of targets; bad rows are recorded."""
+        size = self.cfg.engine.skip_batch
+        chunks = catalog.iter_chunks(start, stop)
+        while not self._stopping.is_set():
+            chunk = await anyio.to_thread.run_sync(next, chunks, None)
+            if chunk is None:
+                return
+            targets, bad = chunk_to_targets(chunk, self.cfg.catalog.columns)
+            await self._record_bad_rows(bad, stores)
+            for lo in range(0, len(targets), size):
+                yield targets[lo : lo + size]
 
     async def _record_bad_rows(self, bad: list[BadRow], stores: Stores) -> None:
         for row in bad:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aretriever.catalog import Catalog, GeneratedCatalog, open_catalog
+from aretriever.catalog import Catalog, GeneratedCatalog, SearchableCatalog, open_catalog
 from aretriever.config import load_config
 from aretriever.engine import Engine
 from aretriever.errors import AretrieverError, CatalogError, ConfigError
@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="catalog file (CSV, FITS, Parquet, HDF5) or 'test', 'wd', 'gaia:<ADQL>'")
     p.add_argument(
         "--observatory", action="append", default=[], help="observatory lane (repeatable; default: config)"
+    )
+    p.add_argument(
+        "--tic",
+        action="append",
+        type=int,
+        default=[],
+        help="fetch this TIC star from TESS directly (repeatable); filed under the nearest catalog row",
     )
     p.add_argument("--start", type=int, default=0, help="first catalog row (0-based)")
     p.add_argument("--stop", type=int, default=None, help="stop before this catalog row")
@@ -61,8 +68,9 @@ def _cli_sets(args: argparse.Namespace) -> list[str]:
         sets.append("engine.reduce=false")
     if args.verify:
         sets.append("engine.verify=true")
-    if args.observatory:
-        sets.append(f"project.obs_names=[{', '.join(args.observatory)}]")
+    observatories = args.observatory or (["tess"] if args.tic else [])
+    if observatories:
+        sets.append(f"project.obs_names=[{', '.join(observatories)}]")
     return sets
 
 
@@ -72,7 +80,9 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(args.config or None, project=args.project, overrides=overrides, sets=_cli_sets(args))
 
 
-def _size_hint(catalog: Catalog, start: int, stop: int | None) -> int | None:
+def _size_hint(catalog: Catalog | None, start: int, stop: int | None) -> int | None:
+    if catalog is None:
+        return None
     if stop is not None:
         return max(0, stop - start)
     if isinstance(catalog, GeneratedCatalog):
@@ -80,9 +90,9 @@ def _size_hint(catalog: Catalog, start: int, stop: int | None) -> int | None:
     return None
 
 
-async def run_backfill(cfg: Config, catalog: Catalog, args: argparse.Namespace) -> RunSummary:
-    """Run the engine with a progress bar and signal handling."""
-    total = _size_hint(catalog, args.start, args.stop)
+async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Namespace) -> RunSummary:
+    """Run the engine with a progress bar and signal handling (``--tic``: those stars only)."""
+    total = len(args.tic) if args.tic else _size_hint(catalog, args.start, args.stop)
     lanes = len(cfg.project.obs_names)
     show = not args.quiet and sys.stderr.isatty()
     with tqdm(
@@ -92,11 +102,16 @@ async def run_backfill(cfg: Config, catalog: Catalog, args: argparse.Namespace) 
         def on_result(result: SourceResult) -> None:
             bar.update(1)
 
-        engine = Engine(cfg, on_result=on_result, catalog_name=catalog.name)
+        engine = Engine(cfg, on_result=on_result, catalog_name=catalog.name if catalog else "")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, engine.request_stop)
         try:
+            if args.tic:
+                searchable = catalog if isinstance(catalog, SearchableCatalog) else None
+                return await engine.fetch_by_ids("tess", [str(tic) for tic in args.tic], searchable)
+            if catalog is None:
+                raise CatalogError("no catalog: give --catalog (or catalog.default / catalog.path)")
             return await engine.run(catalog, args.start, args.stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,6 +132,13 @@ def _report(summary: RunSummary, args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
+def _catalog(args: argparse.Namespace, cfg: Config) -> Catalog | None:
+    """The catalog to backfill; with ``--tic`` it is optional (it names the sources found)."""
+    if args.tic and not (args.catalog or cfg.catalog.path or cfg.catalog.default):
+        return None
+    return open_catalog(args.catalog, cfg.catalog)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -125,8 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         cfg = load(args)
-        catalog = open_catalog(args.catalog, cfg.catalog)
+        catalog = _catalog(args, cfg)
         if args.dry_run:
+            if catalog is None:
+                raise CatalogError("--dry-run needs a catalog")
             plan = asyncio.run(run_plan(cfg, catalog, args))
             for lane, counts in plan.items():
                 print(f"{lane}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

@@ -12,7 +12,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import aiohttp
@@ -64,8 +64,10 @@ class Lane:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         limiter: AsyncLimiter | None = None,
+        scratch_dir: str | None = None,
     ) -> None:
         self.name = name
+        self.scratch_dir = scratch_dir
         self.cfg = cfg
         self.stats = LaneStats()
         self._session = session
@@ -126,22 +128,28 @@ class Lane:
             if resp.status >= 400:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), datetime.now(UTC))
                 raise error_for_status(resp.status, resp.reason or "", request, retry_after)
-            body = await self._read_body(resp, request)
-            self.stats.bytes_in += len(body)
-            return Response(resp.status, body, str(resp.url), dict(resp.headers))
+            if request.stream_to is None:
+                body = await resp.read()
+                self.stats.bytes_in += len(body)
+                return Response(resp.status, body, str(resp.url), dict(resp.headers))
+            await self._stream_body(resp, request, request.stream_to)
+            done = Response(resp.status, b"", str(resp.url), dict(resp.headers))
+        if request.check is None:
+            return done
+        # after the connection went back to the pool: checking a large file takes a while
+        checked = await anyio.to_thread.run_sync(request.check, request.stream_to)
+        return replace(done, checked=checked)
 
-    async def _read_body(self, resp: aiohttp.ClientResponse, request: Request) -> bytes:
-        if request.stream_to is None:
-            return await resp.read()
+    async def _stream_body(self, resp: aiohttp.ClientResponse, request: Request, path: str) -> None:
         # Large files go straight to disk so memory stays flat; the caller verifies and renames.
         size = 0
-        async with await anyio.open_file(request.stream_to, "wb") as sink:
+        async with await anyio.open_file(path, "wb") as sink:
             async for chunk in resp.content.iter_chunked(1 << 16):
                 await sink.write(chunk)
                 size += len(chunk)
+        self.stats.bytes_in += size
         if resp.content_length is not None and size != resp.content_length:
             raise TransientFetchError(
                 f"body cut short: {size} of {resp.content_length} bytes ({request.display_url()})",
                 url=request.display_url(),
             )
-        return b""

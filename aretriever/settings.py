@@ -159,6 +159,9 @@ class TessConfig(LaneConfig):
     magdiff_thresh: float = Field(
         0.75, gt=0, description="|GAIAmag - catalog mag| must be below this when the catalog has a mag"
     )
+    limiting_magnitude: float | None = Field(
+        None, description="sources fainter than this (catalog mag) are stored as no data, unasked (None: all)"
+    )
     poll_interval_s: float = Field(
         2.0,
         gt=0,
@@ -213,7 +216,9 @@ class ColumnMap(Part):
 class CatalogConfig(Part):
     """Where the sources come from."""
 
-    default: str | None = Field(None, description="a named catalog: 'wd' (white dwarfs), 'test', 'gaia' (with gaia_query)")
+    default: str | None = Field(
+        None, description="a named catalog: 'wd' (white dwarfs), 'test', 'gaia' (with gaia_query)"
+    )
     path: str | None = Field(None, description="a local catalog file (CSV, FITS, Parquet, HDF5)")
     columns: ColumnMap = Field(default_factory=ColumnMap, description="column names in the catalog")
     chunk_rows: int = Field(
@@ -221,17 +226,52 @@ class CatalogConfig(Part):
     )
     test_size: int = Field(100, ge=1, description="rows of the generated 'test' catalog")
     test_seed: int = Field(42, description="random seed of the generated 'test' catalog")
-    cache_dir: Path | None = Field(None, description="folder of downloaded catalogs (None: $ARETRIEVER_CATALOGS, else ./catalogs)", json_schema_extra=OPERATIONAL)
-    vizier_url: str = Field("https://vizier.cds.unistra.fr", description="VizieR base URL (catalog 'wd')", json_schema_extra=OPERATIONAL)
-    gaia_tap_url: str = Field("https://gea.esac.esa.int/tap-server/tap", description="Gaia archive TAP service (catalogs 'gaia:<ADQL>')", json_schema_extra=OPERATIONAL)
+    cache_dir: Path | None = Field(
+        None,
+        description="folder of downloaded catalogs (None: $ARETRIEVER_CATALOGS, else ./catalogs)",
+        json_schema_extra=OPERATIONAL,
+    )
+    vizier_url: str = Field(
+        "https://vizier.cds.unistra.fr",
+        description="VizieR base URL (catalog 'wd')",
+        json_schema_extra=OPERATIONAL,
+    )
+    gaia_tap_url: str = Field(
+        "https://gea.esac.esa.int/tap-server/tap",
+        description="Gaia archive TAP service (catalogs 'gaia:<ADQL>')",
+        json_schema_extra=OPERATIONAL,
+    )
     gaia_query: str | None = Field(None, description="ADQL query of the catalog named 'gaia'")
-    tap_max_rows: int | None = Field(None, ge=1, description="MAXREC sent with Gaia TAP queries (None: the archive's default)")
-    allow_truncated: bool = Field(False, description="accept a catalog cut at an archive row limit (logged) instead of failing")
-    pm_epoch_yr: float | None = Field(None, description="move positions by proper motion to this Julian epoch while streaming (None: keep)")
-    download_timeout_s: float = Field(3600.0, gt=0, description="timeout of one catalog download request, seconds", json_schema_extra=OPERATIONAL)
-    poll_interval_s: float = Field(1.0, gt=0, description="first wait between two polls of a TAP job (grows x1.5)", json_schema_extra=OPERATIONAL)
-    poll_max_interval_s: float = Field(30.0, gt=0, description="longest wait between two polls of a TAP job", json_schema_extra=OPERATIONAL)
-    poll_deadline_s: float = Field(3600.0, gt=0, description="give up on a TAP job still running after this", json_schema_extra=OPERATIONAL)
+    tap_max_rows: int | None = Field(
+        None, ge=1, description="MAXREC sent with Gaia TAP queries (None: the archive's default)"
+    )
+    allow_truncated: bool = Field(
+        False, description="accept a catalog cut at an archive row limit (logged) instead of failing"
+    )
+    pm_epoch_yr: float | None = Field(
+        None, description="move positions by proper motion to this Julian epoch while streaming (None: keep)"
+    )
+    download_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="timeout of one catalog download request, seconds",
+        json_schema_extra=OPERATIONAL,
+    )
+    poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="first wait between two polls of a TAP job (grows x1.5)",
+        json_schema_extra=OPERATIONAL,
+    )
+    poll_max_interval_s: float = Field(
+        30.0, gt=0, description="longest wait between two polls of a TAP job", json_schema_extra=OPERATIONAL
+    )
+    poll_deadline_s: float = Field(
+        3600.0,
+        gt=0,
+        description="give up on a TAP job still running after this",
+        json_schema_extra=OPERATIONAL,
+    )
 
 
 class FinderConfig(Part):

@@ -19,6 +19,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Final
 
 from aretriever.errors import StoreError
 
@@ -150,6 +151,14 @@ def reduction_key(name: str, number: int, total: int) -> str:
         raise StoreError(f"store: reduction number {number} is not in 1..{total} for {name!r}")
     width = max(2, len(str(total)))
     return f"{safe_name(name)}_reduction_{number:0{width}d}_of_{total:0{width}d}"
+
+
+SCRATCH: Final = ".scratch"
+
+
+def scratch_dir(root: Path, lane: str) -> Path:
+    """A lane's folder of half-downloaded files: ``DATA_ROOT/.scratch/<lane>`` (never a product)."""
+    return root / SCRATCH / safe_name(lane)
 
 
 def resolve(root: Path, relpath: str) -> Path:

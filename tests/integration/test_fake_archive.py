@@ -119,6 +119,7 @@ class _AiohttpPort:
     """The smallest HttpPort: one GET through aiohttp, no retries."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.scratch_dir: str | None = None
         self.session = session
 
     async def send(self, request: Request) -> Response:

@@ -79,9 +79,7 @@ def sleeps() -> SleepLog:
 
 @pytest.fixture()
 def lane(cfg: TessConfig, session: aiohttp.ClientSession, sleeps: SleepLog, tmp_path: Path) -> Lane:
-    port = Lane("tess", cfg, session, sleep=sleeps)
-    port.scratch_dir = str(tmp_path)  # type: ignore[attr-defined]
-    return port
+    return Lane("tess", cfg, session, sleep=sleeps, scratch_dir=str(tmp_path))
 
 
 def _kept(path: Path) -> int:
@@ -221,6 +219,8 @@ async def test_truncated_fits_is_downloaded_again(
     adapter = TessAdapter(cfg)
     fetched = await adapter.fetch(SOMEWHERE, lane)
     assert archive.count(DOWNLOAD_PATH) == 2  # exactly one extra download
+    assert lane.stats.retries == 1  # the lane retried it: rate limit and back-off apply
+    assert lane.stats.errors == {"MalformedResponse": 1}
     downloads = [query for path, query, _ in archive.requests if path == DOWNLOAD_PATH]
     assert downloads[0] == downloads[1] == {"uri": PRODUCT_PREFIX + ALERT_FILE.name}
     (path,) = fetched.meta["files"]

@@ -7,6 +7,7 @@ no real sleep). Expected values are computed here with astropy/numpy, not with t
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import pickle
@@ -20,6 +21,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
+from aretriever.adapters import tess
 from aretriever.adapters.base import Fetched, Request, Response, Target
 from aretriever.adapters.tess import (
     CAOM_FILTERED,
@@ -100,6 +102,7 @@ class ScriptedPort:
     """A port answering requests in order from a script; streamed bodies go to the file."""
 
     def __init__(self, answers: list[bytes]) -> None:
+        self.scratch_dir: str | None = None
         self.answers = answers
         self.requests: list[Request] = []
         self.sleeps: list[float] = []
@@ -109,7 +112,8 @@ class ScriptedPort:
         body = self.answers.pop(0)
         if request.stream_to is not None:
             _write(request.stream_to, body)
-            return Response(200, b"", request.url)
+            checked = request.check(request.stream_to) if request.check is not None else None
+            return Response(200, b"", request.url, checked=checked)
         return Response(200, body, request.url)
 
     async def sleep(self, seconds: float) -> None:
@@ -460,18 +464,29 @@ def test_a_file_without_the_flux_column_is_permanent(tmp_path: Path) -> None:
     assert headers["TICID"] == 261136679
 
 
-async def test_a_broken_download_is_fetched_again(tmp_path: Path) -> None:
-    adapter = TessAdapter(TessConfig(base_url=BASE, max_attempts=3))
+def test_the_download_request_checks_the_file(tmp_path: Path) -> None:
+    """The port runs the request's check: a broken file raises MalformedResponse (retried there)."""
+    cfg = TessConfig(base_url=BASE)
+    path = tmp_path / "pimen_lc.fits"
+    check = functools.partial(tess._checked_headers, flux_column="PDCSAP_FLUX", source="pi Men")
+    request = build_download_request(cfg, "mast:TESS/product/pimen_lc.fits", path, check=check)
+    assert request.stream_to == str(path) and request.check is check
+    for broken in (CUT_IN_DATA, CUT_IN_HEADER):
+        _write(str(path), broken.read_bytes())
+        with pytest.raises(MalformedResponse, match=r"broken lightcurve file pimen_lc\.fits for pi Men"):
+            request.check(str(path))
+    _write(str(path), PI_MEN.read_bytes())
+    assert request.check(str(path))["TICID"] == 261136679
+
+
+async def test_download_returns_what_the_port_checked(tmp_path: Path) -> None:
+    adapter = TessAdapter(TessConfig(base_url=BASE))
     product = LightcurveProduct("pimen_lc.fits", "mast:TESS/product/pimen_lc.fits", 1, 120.0)
-    port = ScriptedPort([CUT_IN_DATA.read_bytes(), CUT_IN_HEADER.read_bytes(), PI_MEN.read_bytes()])
+    port = ScriptedPort([PI_MEN.read_bytes()])
     path, headers = await adapter._download(port, product, tmp_path, "pi Men")
     assert _bytes(path) == _bytes(PI_MEN)
-    assert headers["TICID"] == 261136679
-    assert len(port.requests) == 3
-    port = ScriptedPort([CUT_IN_DATA.read_bytes()] * 3)
-    with pytest.raises(MalformedResponse):
-        await adapter._download(port, product, tmp_path, "pi Men")
-    assert len(port.requests) == 3
+    assert headers["TICID"] == 261136679 and headers["SECTOR"] == 1
+    assert len(port.requests) == 1
 
 
 # ------------------------------------------------------------------ fetch with a fake port
@@ -491,7 +506,7 @@ def _mast_for(tic: int, rows: list[dict[str, Any]] | None = None) -> dict[str, l
 async def test_fetch_downloads_the_kept_file(tmp_path: Path) -> None:
     tic = 10000732589  # the first recorded TIC row
     port = RoutingPort(_mast_for(tic), {ALERT.name: ALERT})
-    port.scratch_dir = str(tmp_path)  # type: ignore[attr-defined]
+    port.scratch_dir = str(tmp_path)
     fetched = await TessAdapter(TessConfig(base_url=BASE)).fetch(STAR, port)
     assert port.services_asked() == [TIC_CONE, CAOM_FILTERED, CAOM_PRODUCTS]
     assert _payload(port.requests[1])["params"] == caom_params(tic)
@@ -540,7 +555,7 @@ async def test_fetch_by_tic_names_the_source_from_the_tic_row(tmp_path: Path) ->
     adapter = TessAdapter(TessConfig(base_url=BASE))
     fetched = await adapter.fetch_by_tic(tic, port)
     first = _recorded("tic.json")["data"][0]
-    assert fetched.target == Target(f"TIC {tic}", first["ra"], first["dec"])
+    assert fetched.target == Target(f"TIC {tic}", first["ra"], first["dec"], ids=(("tic", str(tic)),))
     assert port.services_asked() == [TIC_BY_ID, CAOM_FILTERED, CAOM_PRODUCTS]
     assert _payload(port.requests[0])["params"] == tic_id_params(tic)
     adapter.parse(fetched)  # removes the scratch files
@@ -549,13 +564,19 @@ async def test_fetch_by_tic_names_the_source_from_the_tic_row(tmp_path: Path) ->
     fetched = await adapter.fetch_by_tic(tic, port, known)
     assert fetched.target is known and port.services_asked() == [CAOM_FILTERED, CAOM_PRODUCTS]
     adapter.parse(fetched)
+    # a target that carries its TIC id is fetched without a cone search
+    given = Target("WD with a TIC", 1.0, 2.0, ids=(("tic", str(tic)),))
+    port = RoutingPort(_mast_for(tic), {ALERT.name: ALERT})
+    fetched = await adapter.fetch(given, port)
+    assert port.services_asked() == [CAOM_FILTERED, CAOM_PRODUCTS] and fetched.meta["tic"] == tic
+    adapter.parse(fetched)
     with pytest.raises(PermanentFetchError, match="no star with ID 42"):
         await adapter.fetch_by_tic(42, RoutingPort({TIC_BY_ID: [_complete([])]}, {}))
 
 
 async def test_a_failed_download_leaves_no_scratch_files(tmp_path: Path) -> None:
     port = RoutingPort(_mast_for(10000732589), {ALERT.name: CUT_IN_DATA})
-    port.scratch_dir = str(tmp_path)  # type: ignore[attr-defined]
+    port.scratch_dir = str(tmp_path)
     with pytest.raises(MalformedResponse):
         await TessAdapter(TessConfig(base_url=BASE, max_attempts=2)).fetch(STAR, port)
     assert _listing(tmp_path) == []
@@ -570,6 +591,11 @@ def test_no_data_reason() -> None:
     assert no_data_reason(Target("a", 1, 2, mag=None), 16.0) is None
     assert no_data_reason(Target("a", 1, 2, mag=25.0)) is None  # no limit configured
     assert TessAdapter(TessConfig()).no_data_reason(Target("a", 1, 2, mag=25.0)) is None
+    limited = TessAdapter(TessConfig(limiting_magnitude=16.0))
+    assert (
+        limited.no_data_reason(Target("a", 1, 2, mag=17.5))
+        == "fainter than limiting magnitude (mag 17.500 > 16.0)"
+    )
 
 
 # ------------------------------------------------------------------ parse and reduce on real files

@@ -418,6 +418,7 @@ class _Port:
     """An HttpPort that answers every request with the recorded body, at once."""
 
     def __init__(self, body: bytes) -> None:
+        self.scratch_dir: str | None = None
         self.body = body
         self.sent: list[Request] = []
 
