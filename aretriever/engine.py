@@ -32,8 +32,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from aretriever.adapters import get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
 from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targets
-from aretriever.config import config_hash
-from aretriever.errors import ConfigError
+from aretriever.config import config_hash, to_yaml
+from aretriever.errors import ConfigError, WriteError
+from aretriever.histogram_file import HistogramFile
 from aretriever.http import Lane
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
@@ -50,10 +51,25 @@ ResultCallback = Callable[[SourceResult], None]
 BatchSource = Callable[[Stores], AsyncIterator[list[Target]]]
 
 
-def products_for(cfg: Config, *, reduce: bool) -> Products:
+def products_for(cfg: Config, *, reduce: bool, analyze: bool = False) -> Products:
     """Where this project's products go: ``<PROJECT>`` or, with version control, ``<PROJECT>_<hash>``."""
     digest = config_hash(cfg) if cfg.project.version_control else ""
-    return Products(cfg.project.name, digest, paths.product_folder(cfg.project.name, digest or None), reduce)
+    folder = paths.product_folder(cfg.project.name, digest or None)
+    return Products(cfg.project.name, digest, folder, reduce, analyze and reduce)
+
+
+def write_version_config(cfg: Config, folder: Path, digest: str) -> Path:
+    """``<folder>/config.yaml``: the parameters a versioned product folder was made with (no secrets)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    text = f"# project {cfg.project.name}, config hash {digest}\n" + to_yaml(cfg)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise WriteError(f"project {cfg.project.name}: cannot write {path}: {exc}") from exc
+    return path
 
 
 @dataclass(slots=True)
@@ -93,7 +109,8 @@ class Engine:
         self.observatories = [o.lower() for o in (observatories or cfg.project.obs_names)]
         self.data_root = paths.data_root(cfg.store.data_root)
         self.db_url = resolve_db_url(cfg.store, self.data_root)
-        self.products = products_for(cfg, reduce=cfg.engine.reduce)
+        self.products = products_for(cfg, reduce=cfg.engine.reduce, analyze=cfg.engine.analyze)
+        self.histograms: HistogramFile | None = None
         self.summary = RunSummary()
         self._executor = executor
         self._on_result = on_result
@@ -183,9 +200,17 @@ class Engine:
             cpu = CpuRunner(self._executor, self.cfg.engine.workers)
             stack.push_async_callback(cpu.aclose)
             stores = await self._open_stores(stack)
+            if self.products.cfg_hash:
+                folder = paths.resolve(self.data_root, self.products.folder)
+                await anyio.to_thread.run_sync(write_version_config, self.cfg, folder, self.products.cfg_hash)
+            if self.products.analyze:
+                folder = paths.resolve(self.data_root, self.products.folder)
+                self.histograms = HistogramFile(folder, self.cfg.analysis.histograms)
+                stack.push_async_callback(self.histograms.save)
             await self._open_lanes(stack, cpu, stores, catalog)
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._grace_watchdog, name="grace-watchdog")
+                outer.start_soon(self._save_histograms, name="histogram-saver")
                 with self._work_scope:
                     async with anyio.create_task_group() as tg:
                         self._start_lanes(tg, batches(stores))
@@ -249,6 +274,8 @@ class Engine:
                 products=self.products,
                 catalog=self._catalog_name or catalog,
                 max_attempts=cfg.max_attempts,
+                analysis=self.cfg.analysis,
+                histograms=self.histograms,
             )
             self._lanes[name] = _LaneRuntime(name, cfg, adapter, http, pipeline)
 
@@ -357,6 +384,11 @@ class Engine:
         self.summary.lane(result.observatory).add(result.outcome, result.reason or None)
         if self._on_result is not None:
             self._on_result(result)
+
+    async def _save_histograms(self) -> None:
+        while self.histograms is not None:
+            await anyio.sleep(self.cfg.engine.histogram_save_s)
+            await self.histograms.save()
 
     async def _grace_watchdog(self) -> None:
         await self._stopping.wait()

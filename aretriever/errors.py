@@ -7,6 +7,8 @@ Every error derives from :class:`AretrieverError`; a class docstring is its defa
     ├── CatalogError            a catalog cannot be read or a row is unusable
     ├── StoreError              database or HDF5 storage failed
     │   └── WriteError          a file could not be written completely
+    ├── ScienceError            a science step cannot run on a lightcurve (missing columns, bad bins)
+    ├── ExportError             a lightcurve cannot be exported (unknown filter, bad metadata)
     └── FetchError              an archive request failed
         ├── TransientFetchError     worth retrying: timeouts, 429, 5xx, truncated bodies
         │   └── MalformedResponse   a body that is cut short or garbled
@@ -41,6 +43,14 @@ class StoreError(AretrieverError):
 
 class WriteError(StoreError):
     """A data file could not be written completely."""
+
+
+class ScienceError(AretrieverError, ValueError):
+    """A science step cannot run on this lightcurve."""
+
+
+class ExportError(AretrieverError, ValueError):
+    """A lightcurve cannot be exported."""
 
 
 class FetchError(AretrieverError):

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="project name (finds configs/<project>.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--no-reduce", action="store_true", help="only download raw data")
+    p.add_argument("--no-analyze", action="store_true", help="reduce but do not analyse (no S/N, detections)")
     p.add_argument("--verify", action="store_true", help="open every stored file; re-fetch unreadable ones")
     p.add_argument("--dry-run", action="store_true", help="say what would be fetched; make no request")
     p.add_argument("--summary-json", type=Path, help="write the run summary as JSON here")
@@ -66,6 +67,8 @@ def _cli_sets(args: argparse.Namespace) -> list[str]:
         sets.append(f"store.db_url={args.db_url}")
     if args.no_reduce:
         sets.append("engine.reduce=false")
+    if args.no_analyze:
+        sets.append("engine.analyze=false")
     if args.verify:
         sets.append("engine.verify=true")
     observatories = args.observatory or (["tess"] if args.tic else [])

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -21,10 +22,11 @@ from aretriever.adapters.base import Adapter, Fetched, HttpPort, Target
 from aretriever.errors import FetchError, MalformedResponse, StoreError
 from aretriever.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
 from aretriever.retry import is_transient
+from aretriever.settings import AnalysisConfig
 from aretriever.skipcheck import Action, Decision, Products
 from aretriever.store import paths
 from aretriever.store.hdf5 import Tables, h5_nrows
-from aretriever.store.models import Failure, Lightcurve, RawPhotometry, Source
+from aretriever.store.models import Detection, Failure, Lightcurve, Properties, RawPhotometry, Source
 from aretriever.store.writers import FileWriter, Replace, RowWriter, Upsert
 from aretriever.summary import Outcome
 
@@ -33,6 +35,12 @@ log = logging.getLogger("aretriever.pipeline")
 Row = dict[str, Any]
 
 _SOURCE_COLUMNS = ("ra_deg", "dec_deg", "mag", "pmra_mas_yr", "pmdec_mas_yr", "catalog", "cat_index")
+
+
+class HistogramSink(Protocol):
+    """Where the score histograms of analysed lightcurves are counted."""
+
+    async def add(self, target: Target, tables: Sequence[ReducedTable]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +136,12 @@ class SourcePipeline:
         products: Products,
         catalog: str,
         max_attempts: int,
+        analysis: AnalysisConfig | None = None,
+        histograms: HistogramSink | None = None,
     ) -> None:
         self.adapter = adapter
+        self.analysis = analysis if products.reduce and products.analyze else None
+        self.histograms = histograms
         self.observatory = adapter.name
         self.http = http
         self.cpu = cpu
@@ -179,7 +191,7 @@ class SourcePipeline:
             relpath, {paths.raw_key(target.name): (raw, raw_attrs(target, self.observatory, fetched))}
         )
         lc_rows = await self._write_lightcurves(target, result.lightcurves)
-        await self._submit_rows(d, self._raw_row(target, relpath, len(raw), nbytes, fetched), lc_rows)
+        await self._submit_rows(d, self._raw_row(target, relpath, len(raw), nbytes, fetched), lc_rows, result)
         return self._result(target, outcome, d.reason, len(result.lightcurves))
 
     async def _fetch_and_parse(self, target: Target) -> tuple[Fetched, CpuResult | None]:
@@ -188,7 +200,7 @@ class SourcePipeline:
             fetched = await self.adapter.fetch(target, self.http)
             if fetched.body is None:
                 return fetched, None
-            job = CpuJob(self.adapter, target, fetched, reduce=self.products.reduce)
+            job = CpuJob(self.adapter, target, fetched, reduce=self.products.reduce, analysis=self.analysis)
             try:
                 return fetched, await self.cpu.run(job)
             except MalformedResponse:
@@ -242,6 +254,8 @@ class SourcePipeline:
             key: (lc.records, {**lc.meta, "filter": lc.filter}) for key, lc in zip(keys, lcs, strict=True)
         }
         nbytes = await self._write(relpath, tables)
+        if self.histograms is not None and self.analysis is not None:
+            await self.histograms.add(target, lcs)
         return [
             self._lightcurve_row(target, lc, relpath, key, i, total, nbytes)
             for i, (key, lc) in enumerate(zip(keys, lcs, strict=True), start=1)
@@ -273,6 +287,7 @@ class SourcePipeline:
             "time_start_mjd": lc.time_start_mjd,
             "time_end_mjd": lc.time_end_mjd,
             "meta": dict(lc.meta),
+            **lc.stats,
         }
 
     async def _reduce_stored(self, d: Decision, outcome: Outcome) -> SourceResult:
@@ -284,10 +299,11 @@ class SourcePipeline:
             str(paths.resolve(self.stores.data_root, d.raw_relpath)),
             paths.raw_key(target.name),
             reduce=True,
+            analysis=self.analysis,
         )
         result = await self.cpu.run(job)
         lc_rows = await self._write_lightcurves(target, result.lightcurves)
-        await self._submit_rows(d, None, lc_rows)
+        await self._submit_rows(d, None, lc_rows, result)
         return self._result(target, outcome, d.reason, len(result.lightcurves))
 
     # -- relink --------------------------------------------------------------------------------
@@ -306,7 +322,11 @@ class SourcePipeline:
     # -- rows ----------------------------------------------------------------------------------
 
     async def _submit_rows(
-        self, d: Decision, raw: dict[str, Any] | None, lcs: list[dict[str, Any]] | None
+        self,
+        d: Decision,
+        raw: dict[str, Any] | None,
+        lcs: list[dict[str, Any]] | None,
+        result: CpuResult | None = None,
     ) -> None:
         """Rows go to the writer only now, after their files are complete."""
         rows = self.stores.rows
@@ -314,14 +334,11 @@ class SourcePipeline:
         if raw is not None:
             await rows.put(Upsert(RawPhotometry, [raw], ("source_name", "observatory")))
         if lcs is not None:
-            where = {
-                "source_name": d.target.name,
-                "observatory": self.observatory,
-                "project": self.products.project,
-                "cfg_hash": self.products.cfg_hash,
-                "simulation_number": 0,
-            }
-            await rows.put(Replace(Lightcurve, where, lcs))
+            where = self._product_key(d.target)
+            # replacing the lightcurves drops their detections too (ON DELETE CASCADE)
+            await rows.put(Replace(Lightcurve, {**where, "simulation_number": 0}, lcs))
+        if lcs is not None and result is not None and result.properties is not None:
+            await self._submit_analysis(d.target, result)
         if d.failed_stages:
             resolved = [
                 {
@@ -340,6 +357,26 @@ class SourcePipeline:
             await rows.put(
                 Upsert(Failure, resolved, ("source_name", "observatory", "stage"), ("resolved", "last_at"))
             )
+
+    def _product_key(self, target: Target) -> dict[str, Any]:
+        return {
+            "source_name": target.name,
+            "observatory": self.observatory,
+            "project": self.products.project,
+            "cfg_hash": self.products.cfg_hash,
+        }
+
+    async def _submit_analysis(self, target: Target, result: CpuResult) -> None:
+        """Detections of each lightcurve, then the properties that mark the source analysed."""
+        key = self._product_key(target)
+        detections = [
+            {**key, "series_number": number, "simulation_number": 0, **event}
+            for number, lc in enumerate(result.lightcurves, start=1)
+            for event in lc.detections
+        ]
+        rows = self.stores.rows
+        await rows.put(Replace(Detection, key, detections))
+        await rows.put(Upsert(Properties, [{**key, **(result.properties or {})}], tuple(key)))
 
     async def _fail(self, d: Decision, stage: str, exc: BaseException) -> SourceResult:
         reason = _failure_reason(exc)

@@ -19,6 +19,8 @@ from typing import Any
 import pandas as pd
 
 from aretriever.adapters.base import Adapter, Fetched, ReducedLightcurve, Target
+from aretriever.science.analysis import LightcurveResult, analysis_for
+from aretriever.settings import AnalysisConfig
 from aretriever.store.hdf5 import Records, as_records
 
 
@@ -32,6 +34,7 @@ class CpuJob:
     raw_path: str | None = None
     raw_key: str | None = None
     reduce: bool = True
+    analysis: AnalysisConfig | None = None  # analyse the lightcurves too (needs ``reduce``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +46,19 @@ class ReducedTable:
     time_start_mjd: float
     time_end_mjd: float
     meta: Mapping[str, Any] = field(default_factory=dict)
+    stats: Mapping[str, Any] = field(default_factory=dict)  # analysis: columns of its row
+    detections: list[dict[str, Any]] = field(default_factory=list)  # analysis: its events
 
     @classmethod
-    def of(cls, lc: ReducedLightcurve) -> ReducedTable:
-        return cls(as_records(lc.data), lc.filter, lc.time_start_mjd, lc.time_end_mjd, dict(lc.meta))
+    def of(cls, lc: ReducedLightcurve, analysed: LightcurveResult | None = None) -> ReducedTable:
+        """The table to write: the processed one (with scores and flags) when it was analysed."""
+        meta = dict(lc.meta)
+        if analysed is None:
+            return cls(as_records(lc.data), lc.filter, lc.time_start_mjd, lc.time_end_mjd, meta)
+        records = as_records(analysed.processed)
+        return cls(
+            records, lc.filter, lc.time_start_mjd, lc.time_end_mjd, meta, analysed.stats, analysed.detections
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,7 @@ class CpuResult:
     num_raw_rows: int = 0
     parse_s: float = 0.0
     reduce_s: float = 0.0
+    properties: dict[str, Any] | None = None  # analysis: the source's ``properties`` row values
 
 
 def run_job(job: CpuJob) -> CpuResult:
@@ -71,8 +84,12 @@ def run_job(job: CpuJob) -> CpuResult:
     t1 = time.perf_counter()
     lightcurves = job.adapter.reduce(raw, job.target) if job.reduce and len(raw) else []
     parsed = as_records(raw) if job.fetched is not None else None
-    tables = [ReducedTable.of(lc) for lc in lightcurves]
-    return CpuResult(parsed, tables, len(raw), t1 - t0, time.perf_counter() - t1)
+    if job.analysis is None or not job.reduce:
+        tables = [ReducedTable.of(lc) for lc in lightcurves]
+        return CpuResult(parsed, tables, len(raw), t1 - t0, time.perf_counter() - t1)
+    analysed = analysis_for(job.analysis).analyze(job.target, lightcurves)
+    tables = [ReducedTable.of(lc, a) for lc, a in zip(lightcurves, analysed.lightcurves, strict=True)]
+    return CpuResult(parsed, tables, len(raw), t1 - t0, time.perf_counter() - t1, analysed.properties)
 
 
 def run_jobs(jobs: list[CpuJob]) -> list[CpuResult | BaseException]:
@@ -98,5 +115,11 @@ def _read_raw(job: CpuJob) -> pd.DataFrame:
 def default_executor(workers: int | None) -> ProcessPoolExecutor:
     """A process pool started by a fork server: workers never inherit the loop's threads or locks."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["aretriever.pool", "aretriever.adapters.ztf", "aretriever.store.hdf5"])
+    preload = [
+        "aretriever.pool",
+        "aretriever.adapters.ztf",
+        "aretriever.store.hdf5",
+        "aretriever.science.analysis",
+    ]
+    context.set_forkserver_preload(preload)
     return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)

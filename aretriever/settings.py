@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class Part(BaseModel):
@@ -305,6 +305,16 @@ class SimulatorConfig(Part):
     max_amplitude_mag: float = Field(2.0, description="strongest dimming (positive mag)")
     seed: int = Field(0, description="random seed of the injections")
 
+    @model_validator(mode="after")
+    def _ranges(self) -> SimulatorConfig:
+        if self.min_width_days > self.max_width_days:
+            raise ValueError(f"min_width_days {self.min_width_days} > max_width_days {self.max_width_days}")
+        if self.min_amplitude_mag > self.max_amplitude_mag:
+            raise ValueError(
+                f"min_amplitude_mag {self.min_amplitude_mag} > max_amplitude_mag {self.max_amplitude_mag}"
+            )
+        return self
+
 
 class HistogramConfig(Part):
     """Binning of the score histograms."""
@@ -321,6 +331,13 @@ class HistogramConfig(Part):
     mag_bins: list[float] = Field(
         default_factory=lambda: [15.0, 21.0, 0.5], description="source mag: [low, high, step]"
     )
+
+    @field_validator("snr_bins", "dmag_bins", "offset_bins", "mag_bins")
+    @classmethod
+    def _low_high_step(cls, bins: list[float]) -> list[float]:
+        if len(bins) != 3 or not bins[0] < bins[1] or not bins[2] > 0:
+            raise ValueError(f"expected [low, high, step] with low < high and step > 0 (got {bins})")
+        return bins
 
 
 class AnalysisConfig(Part):
@@ -383,6 +400,15 @@ class EngineConfig(Part):
         json_schema_extra=OPERATIONAL,
     )
     reduce: bool = Field(True, description="reduce raw data to lightcurves", json_schema_extra=OPERATIONAL)
+    analyze: bool = Field(
+        True, description="analyse reduced lightcurves (S/N, detections)", json_schema_extra=OPERATIONAL
+    )
+    histogram_save_s: float = Field(
+        60.0,
+        gt=0,
+        description="save the score histograms this often (and at the end)",
+        json_schema_extra=OPERATIONAL,
+    )
     verify: bool = Field(
         False,
         description="open every stored file in the skip check; re-fetch unreadable ones",

@@ -2,8 +2,8 @@
 
 A source is skipped without any request when its raw row is stored and its file is on disk with
 the recorded size (and, with ``verify``, opens); a row whose file is gone or changed is fetched
-again; a file without a row is re-linked; raw data without the project's lightcurves is reduced
-again from disk.
+again; a file without a row is re-linked; raw data without the project's lightcurves, or not yet
+analysed for the project and config hash, is reduced (and analysed) again from disk.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aretriever.adapters.base import Target
 from aretriever.store import paths
 from aretriever.store.hdf5 import verify_h5
-from aretriever.store.models import Failure, Lightcurve, RawPhotometry
+from aretriever.store.models import Failure, Lightcurve, Properties, RawPhotometry
 
 
 class Action(StrEnum):
@@ -42,6 +42,7 @@ class Products:
     cfg_hash: str  # '' without version control
     folder: str  # relative to DATA_ROOT
     reduce: bool = True
+    analyze: bool = False  # a source is done once analysed (a ``properties`` row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,14 @@ def decide(
     lightcurves: FileState | None,
     *,
     needs_reduction: bool,
+    needs_analysis: bool = False,
+    analysed: int | None = None,
 ) -> tuple[Action, str]:
-    """The action for one source (pure): ``lightcurves`` is the reduced file's state, None: no rows."""
+    """The action for one source (pure).
+
+    ``lightcurves`` is the reduced file's state (None: no rows); ``analysed`` is the number of
+    lightcurves its ``properties`` row counts (None: not analysed for this project and hash).
+    """
     if row is None:
         if raw_file.size is not None and raw_file.readable:
             return Action.RELINK, "file on disk without a row"
@@ -102,6 +109,10 @@ def decide(
         return Action.REFETCH, problem
     if not needs_reduction or row.status != "ok":
         return Action.SKIP, "stored"
+    if needs_analysis and analysed is None:
+        return Action.REDUCE, "not analysed for this project"
+    if needs_analysis and analysed == 0 and lightcurves is None:
+        return Action.SKIP, "analysed: no lightcurves"
     if lightcurves is None:
         return Action.REDUCE, "no lightcurves for this project"
     if lightcurves.size is None or not lightcurves.readable:
@@ -127,6 +138,18 @@ async def _stored_lightcurves(
         Lightcurve.source_name.in_(names),
     )
     return {name: (fn, nb) for name, fn, nb in await session.execute(query)}
+
+
+async def _analysed(
+    session: AsyncSession, observatory: str, names: list[str], products: Products
+) -> dict[str, int]:
+    query = sa.select(Properties.source_name, Properties.num_lightcurves).where(
+        Properties.observatory == observatory,
+        Properties.project == products.project,
+        Properties.cfg_hash == products.cfg_hash,
+        Properties.source_name.in_(names),
+    )
+    return {name: n for name, n in await session.execute(query)}
 
 
 async def _open_failures(
@@ -163,6 +186,7 @@ async def check_batch(
     async with sessions() as session:
         raw = await _stored_raw(session, observatory, names)
         lcs = await _stored_lightcurves(session, observatory, names, products) if products.reduce else {}
+        analysed = await _analysed(session, observatory, names, products) if products.analyze else {}
         failures = await _open_failures(session, observatory, names)
 
     def on_disk() -> list[Decision]:
@@ -184,7 +208,14 @@ async def check_batch(
         lc_file = (
             None if lc is None or lc[0] is None else _file_state(paths.resolve(data_root, lc[0]), verify)
         )
-        action, reason = decide(row, raw_file, lc_file, needs_reduction=products.reduce)
+        action, reason = decide(
+            row,
+            raw_file,
+            lc_file,
+            needs_reduction=products.reduce,
+            needs_analysis=products.reduce and products.analyze,
+            analysed=analysed.get(target.name),
+        )
         return Decision(target, action, relpath, reason, failed)
 
     return await anyio.to_thread.run_sync(on_disk)

@@ -157,7 +157,8 @@ def _write_attrs(dataset: h5d.DatasetID, meta: Mapping[str, Any]) -> None:
         _set_attr(dataset, JSON_ATTR, json.dumps(as_json))
 
 
-def _read_attrs(dataset: h5py.Dataset) -> dict[str, Any]:
+def read_attrs(dataset: h5py.Dataset) -> dict[str, Any]:
+    """A dataset's metadata as :func:`write_h5` stored it (``__json__`` attributes parsed)."""
     attrs = dict(dataset.attrs)
     as_json = set(json.loads(attrs.pop(JSON_ATTR, "[]")))
     meta: dict[str, Any] = {}
@@ -267,7 +268,7 @@ def read_h5(path: Path, key: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
         with h5py.File(path, "r") as h5:
             dataset = h5[key]
-            return records_to_frame(dataset[()]), _read_attrs(dataset)
+            return records_to_frame(dataset[()]), read_attrs(dataset)
     except Exception as exc:
         raise StoreError(f"store: cannot read key {key!r} of {path}: {exc}") from exc
 
@@ -297,7 +298,7 @@ def _read_all(h5: h5py.File) -> int:
         if not isinstance(dataset, h5py.Dataset):
             return -1
         dataset[()]
-        _read_attrs(dataset)
+        read_attrs(dataset)
         count += 1
     return count
 

@@ -19,10 +19,11 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -32,6 +33,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from aretriever.errors import StoreError
 
 from . import hdf5, paths
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 class RawStatus(StrEnum):
@@ -291,7 +295,25 @@ class Lightcurve(DataFileMixin, Base):
 
     source: Mapped[Source] = relationship(back_populates="lightcurves", lazy="raise")
     raw: Mapped[RawPhotometry | None] = relationship(back_populates="lightcurves", lazy="raise")
-    detections: Mapped[list[Detection]] = relationship(back_populates="lightcurve", **_CHILDREN)
+    # read-only: detections are written as rows (their source_name is also the source's key)
+    detections: Mapped[list[Detection]] = relationship(
+        back_populates="lightcurve", lazy="raise", viewonly=True
+    )
+
+    def plot(
+        self,
+        ax: Axes | None = None,
+        *,
+        detections: Sequence[Mapping[str, Any] | Detection] = (),
+        label: str | None = None,
+    ) -> Axes:
+        """Plot this lightcurve: magnitude vs MJD by filter, its robust band, ``detections`` marked.
+
+        Reads ``data`` from disk if needed; see :func:`aretriever.plot.plot_lightcurve`.
+        """
+        from aretriever.plot import plot_row  # matplotlib is imported only when plotting
+
+        return plot_row(self, self.data, detections=detections, ax=ax, label=label)
 
     def __repr__(self) -> str:
         return (
@@ -301,13 +323,21 @@ class Lightcurve(DataFileMixin, Base):
 
 
 class Properties(Base):
-    """Summary of a source's analysis in one project version."""
+    """Summary of a source's analysis by one observatory in one project version.
+
+    Its presence marks the source as analysed: a later run with the same project and config hash
+    does not analyse it again.
+    """
 
     __tablename__ = "properties"
-    __table_args__ = (sa.UniqueConstraint("source_name", "project", "cfg_hash", name="uq_properties_key"),)
+    __table_args__ = (
+        sa.UniqueConstraint("source_name", "observatory", "project", "cfg_hash", name="uq_properties_key"),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     source_name: Mapped[str] = _source_fk()
+    # per lane: each observatory's lightcurves are analysed when that lane has them
+    observatory: Mapped[str] = mapped_column(sa.String, default="", server_default="")
     project: Mapped[str] = mapped_column(sa.String)
     cfg_hash: Mapped[str] = mapped_column(sa.String, default="", server_default="")
     has_data: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
@@ -321,18 +351,34 @@ class Properties(Base):
     source: Mapped[Source] = relationship(back_populates="properties", lazy="raise")
 
 
+LIGHTCURVE_KEY = ("source_name", "observatory", "project", "cfg_hash", "series_number", "simulation_number")
+
+
 class Detection(Base):
-    """An event found (or injected and recovered) in a lightcurve."""
+    """An event found (or injected and recovered) in a lightcurve.
+
+    It refers to its lightcurve by the lightcurve's natural key (a composite foreign key), so
+    the writer inserts both in one batch without reading ids back, and replacing a lightcurve
+    removes its detections (``ON DELETE CASCADE``). ``rows`` are positions in that lightcurve.
+    """
 
     __tablename__ = "detections"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            list(LIGHTCURVE_KEY),
+            [f"lightcurves.{column}" for column in LIGHTCURVE_KEY],
+            name="fk_detections_lightcurve_key",
+            ondelete="CASCADE",
+        ),
+        sa.Index("ix_detections_project_cfg_hash", "project", "cfg_hash"),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     source_name: Mapped[str] = mapped_column(
         sa.String, sa.ForeignKey("sources.name", ondelete="CASCADE"), index=True
     )
-    lightcurve_id: Mapped[int | None] = mapped_column(
-        IdType, sa.ForeignKey("lightcurves.id", ondelete="CASCADE"), index=True
-    )
+    series_number: Mapped[int] = mapped_column(sa.Integer)
+    simulation_number: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     observatory: Mapped[str] = mapped_column(sa.String)
     project: Mapped[str] = mapped_column(sa.String)
     cfg_hash: Mapped[str] = mapped_column(sa.String, default="", server_default="")
@@ -349,7 +395,7 @@ class Detection(Base):
     created_at: Mapped[datetime] = _created()
 
     source: Mapped[Source] = relationship(back_populates="detections", lazy="raise")
-    lightcurve: Mapped[Lightcurve | None] = relationship(back_populates="detections", lazy="raise")
+    lightcurve: Mapped[Lightcurve] = relationship(back_populates="detections", lazy="raise", viewonly=True)
 
 
 class Failure(Base):

@@ -178,7 +178,9 @@ def test_bad_config_exits_2(run_cli, capsys) -> None:
 
 def test_files_written_by_a_run_open_with_plain_h5py(run_cli, tmp_path: Path) -> None:
     assert run_cli(size=3) == 0
-    for f in (tmp_path / "data").rglob("*.h5"):
+    tables = [f for f in (tmp_path / "data").rglob("*_photometry_*.h5")]
+    assert len(tables) == 6  # raw and reduced, per source
+    for f in tables:
         with h5py.File(f) as h5:
             for key in h5:
                 assert len(pd.DataFrame(h5[key][:]).columns) > 10

@@ -116,7 +116,7 @@ async def test_migration_from_empty_to_head(db_url: str) -> None:
     engine = db.create_engine(db_url)
     head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
     try:
-        assert head == "0001"
+        assert head == "0002"
         assert await db.current_revision(engine) is None
         await db.migrate(engine)
         await db.migrate(engine)  # idempotent
@@ -147,7 +147,7 @@ async def test_concurrent_migrations_do_not_collide(db_url: str) -> None:
     engines = [db.create_engine(db_url) for _ in range(3)]
     try:
         await asyncio.gather(*(db.migrate(e) for e in engines))
-        assert await db.current_revision(engines[0]) == "0001"
+        assert await db.current_revision(engines[0]) == "0002"
     finally:
         for engine in engines:
             await engine.dispose()
@@ -270,25 +270,56 @@ async def test_deleting_a_source_cascades(sessions: Sessions) -> None:
         for op in source_ops(1) + source_ops(2):
             writer.submit(op)
         await writer.flush()
-        async with sessions() as session:
-            lc_id = await session.scalar(sa.select(Lightcurve.id).limit(1))
         name = source_row(1)["name"]
-        writer.submit(Upsert(Detection, [_detection(name, lc_id)], keys=("id",)))
+        writer.submit(Upsert(Detection, [_detection(name, 1)], keys=("id",)))
         await writer.flush()
         assert await count(sessions, Detection) == 1
+        async with sessions() as session:
+            found = await session.scalar(
+                sa.select(Detection).options(
+                    selectinload(Detection.lightcurve), selectinload(Detection.source)
+                )
+            )
+            assert found is not None and found.lightcurve.series_number == 1 and found.source.name == name
         await writer.submit(Delete(Source, {"name": name}))
     for model in (RawPhotometry, Lightcurve, Detection):
         assert await count(sessions, model, model.source_name == name) == 0
     assert await count(sessions, Lightcurve) == 3
 
 
-def _detection(name: str, lc_id: int | None) -> dict[str, Any]:
+async def test_replacing_a_lightcurve_removes_its_detections(sessions: Sessions) -> None:
+    async with RowWriter(sessions, batch_ms=1) as writer:
+        for op in source_ops(1):
+            writer.submit(op)
+        name = source_row(1)["name"]
+        writer.submit(Upsert(Detection, [_detection(name, 1)], keys=("id",)))
+        await writer.flush()
+        assert await count(sessions, Detection) == 1
+        await writer.submit(
+            Replace(Lightcurve, {"source_name": name, "project": "wd"}, lightcurve_rows(1, 1))
+        )
+    assert await count(sessions, Detection) == 0
+    assert await count(sessions, Lightcurve, Lightcurve.source_name == name) == 1
+
+
+async def test_a_detection_of_an_unknown_lightcurve_is_refused(sessions: Sessions) -> None:
+    async with RowWriter(sessions, batch_ms=1) as writer:
+        for op in source_ops(1):
+            writer.submit(op)
+        future = writer.submit(Upsert(Detection, [_detection(source_row(1)["name"], 7)], keys=("id",)))
+        with pytest.raises(StoreError, match=r"IntegrityError|ForeignKey"):
+            await future
+    assert await count(sessions, Detection) == 0
+
+
+def _detection(name: str, series_number: int) -> dict[str, Any]:
     return {
         "id": 1,
         "source_name": name,
-        "lightcurve_id": lc_id,
+        "series_number": series_number,
         "observatory": "ztf",
         "project": "wd",
+        "cfg_hash": "",
         "snr": 7.5,
         "rows": [3, 4, 5],
         "quality": {"offset": 0.2},

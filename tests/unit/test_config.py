@@ -687,3 +687,20 @@ def test_python_dash_m_config_show(tmp_path: Path) -> None:
     assert (out.returncode, out.stderr) == (0, "")
     assert yaml.safe_load(out.stdout)["observatories"]["ztf"]["base_url"] == "http://127.0.0.1:8080"
     assert "# IRSA base URL" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "analysis.simulator.min_width_days=20",
+            r"analysis\.simulator: .*min_width_days 20\.0 > max_width_days 10\.0",
+        ),
+        ("analysis.simulator.max_amplitude_mag=-3", r"min_amplitude_mag -2\.0 > max_amplitude_mag -3\.0"),
+        ("analysis.histograms.snr_bins=[1,0,1]", r"analysis\.histograms\.snr_bins: .*low < high"),
+        ("analysis.histograms.mag_bins=[15,21,0]", r"analysis\.histograms\.mag_bins: .*step > 0"),
+    ],
+)
+def test_science_ranges_are_checked_when_loading(setting: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(False, sets=[setting])

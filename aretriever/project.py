@@ -1,0 +1,203 @@
+"""A named, versioned project: the seed's ``Project(...)`` and ``project.run()``.
+
+::
+
+    proj = Project(name="wd_flares", obs_names=["ZTF", "TESS"], catalog_kwargs={"default": "WD"},
+                   analysis_kwargs={"num_injections": 3, "finder_kwargs": {"snr_threshold": 7.5}},
+                   version_control=True)
+    proj.run(0, 1000)      # backfill: fetch what is missing, reduce what is not reduced, analyse
+    proj.run(0, 1000)      # nothing left to do: no request, no reduction, no analysis
+
+With ``version_control`` (alias ``vc``) the products go to ``DATA_ROOT/<PROJECT>_<cfg hash>`` and
+the folder holds the ``config.yaml`` they were made with (no secrets), so a changed parameter
+gives a new folder while raw data, shared by every project, is reused. Without it products go to
+``DATA_ROOT/<PROJECT>`` and are reused whatever the parameters (the seed's behaviour).
+
+``run`` is synchronous, for notebooks and scripts: it drives the async engine on its own event
+loop (in a thread when the caller already runs one, as Jupyter does). ``arun`` is the same for
+async callers. The command line equivalent is ``python -m aretriever.fetch --project NAME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pandas as pd
+import sqlalchemy as sa
+
+from aretriever.catalog import Catalog
+from aretriever.catalog_remote import open_catalog_async
+from aretriever.config import load_config, public_dict
+from aretriever.engine import Engine, products_for, write_version_config
+from aretriever.science.analysis import efficiency_table
+from aretriever.science.histograms import ScoreHistograms, histogram_path
+from aretriever.settings import Config
+from aretriever.skipcheck import Products
+from aretriever.store import paths
+from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
+from aretriever.store.models import Detection, Lightcurve, Properties
+from aretriever.summary import RunSummary
+
+log = logging.getLogger("aretriever.project")
+
+T = TypeVar("T")
+
+
+class Project:
+    """A project: its configuration, its product folder, and running it.
+
+    Parameters
+    ----------
+    name : str
+        The project's name (its folder is the name upper-cased).
+    cfg_file, cfg_key
+        As in the seed: ``None`` looks for ``configs/<name>.yaml`` quietly, a name or path must
+        exist, ``False`` loads no file; ``cfg_key`` picks one top-level key of the file.
+    **kwargs
+        The seed's keywords (``description``, ``version_control``/``vc``, ``obs_names``,
+        ``catalog_kwargs``, ``analysis_kwargs``, ``analysis_module``, ``analysis_class``,
+        ``obs_kwargs``, ``ZTF={...}``, ``TESS={...}``) or native config parts (``store={...}``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg_file: str | Path | Literal[False] | None = None,
+        cfg_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.cfg: Config = load_config(cfg_file, cfg_key, project=name, overrides=kwargs or None)
+
+    # -- where things are ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.cfg.project.name
+
+    @property
+    def products(self) -> Products:
+        """Folder, config hash ('' without version control) and what the engine makes."""
+        return products_for(self.cfg, reduce=self.cfg.engine.reduce, analyze=self.cfg.engine.analyze)
+
+    @property
+    def cfg_hash(self) -> str:
+        return self.products.cfg_hash
+
+    @property
+    def data_root(self) -> Path:
+        return paths.data_root(self.cfg.store.data_root)
+
+    @property
+    def output_folder(self) -> Path:
+        """``DATA_ROOT/<PROJECT>`` or, with version control, ``DATA_ROOT/<PROJECT>_<cfg hash>``."""
+        return paths.resolve(self.data_root, self.products.folder)
+
+    @property
+    def db_url(self) -> str:
+        return resolve_db_url(self.cfg.store, self.data_root)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, start: int = 0, stop: int | None = None, catalog: Catalog | None = None) -> RunSummary:
+        """Backfill catalog rows ``start`` to ``stop`` (see :meth:`arun`); blocks until done."""
+        return _run_sync(lambda: self.arun(start, stop, catalog))
+
+    async def arun(
+        self, start: int = 0, stop: int | None = None, catalog: Catalog | None = None
+    ) -> RunSummary:
+        """Fetch missing raw data, reduce what is not reduced, analyse what is not analysed.
+
+        ``catalog`` defaults to the configured one (``catalog_kwargs``).
+        """
+        catalog = catalog or await open_catalog_async(None, self.cfg.catalog)
+        engine = Engine(self.cfg, catalog_name=catalog.name)
+        summary = await engine.run(catalog, start, stop)
+        log.info("project %s: %s", self.name, summary.format_table())
+        return summary
+
+    def write_config(self) -> Path:
+        """``config.yaml`` in the product folder (a run with version control writes it too)."""
+        return write_version_config(self.cfg, self.output_folder, self.cfg_hash)
+
+    # -- results -------------------------------------------------------------------------------
+
+    def histograms(self) -> ScoreHistograms | None:
+        """The score histograms of everything analysed so far (None before any analysis)."""
+        path = histogram_path(self.output_folder)
+        return ScoreHistograms.load(path) if path.exists() else None
+
+    def efficiency(self, bins: int = 5) -> pd.DataFrame:
+        """Recovery efficiency of the injected events, per width and amplitude bin."""
+
+        async def injections() -> list[dict[str, Any]]:
+            rows = await self._query(
+                sa.select(Properties.meta).where(*self._mine(Properties)), lambda r: list(r.scalars())
+            )
+            return [i for meta in rows for i in (meta or {}).get("injections", [])]
+
+        return efficiency_table(_run_sync(injections), bins)
+
+    def delete_products(self) -> dict[str, int]:
+        """Delete this project's (version's) lightcurves, detections, properties and files.
+
+        Raw data, shared by every project, stays. Returns the rows deleted per table.
+        """
+
+        async def delete() -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for model in (Detection, Properties, Lightcurve):
+                statement = sa.delete(model).where(*self._mine(model))
+                counts[model.__tablename__] = await self._query(statement, lambda r: int(r.rowcount))
+            return counts
+
+        counts = _run_sync(delete)
+        shutil.rmtree(self.output_folder, ignore_errors=True)
+        log.info("project %s: deleted %s and %s", self.name, counts, self.output_folder)
+        return counts
+
+    def _mine(
+        self, model: type[Detection] | type[Properties] | type[Lightcurve]
+    ) -> list[sa.ColumnElement[bool]]:
+        return [model.project == self.products.project, model.cfg_hash == self.products.cfg_hash]
+
+    async def _query(self, statement: sa.Executable, read: Callable[[Any], T]) -> T:
+        engine = create_engine(self.db_url)
+        try:
+            await migrate(engine)
+            async with session_factory(engine)() as session, session.begin():
+                return read(await session.execute(statement))
+        finally:
+            await engine.dispose()
+
+    def __repr__(self) -> str:
+        vc = f", version {self.cfg_hash}" if self.cfg.project.version_control else ""
+        return f"Project({self.name!r}, {self.cfg.project.obs_names}{vc})"
+
+    def config(self) -> dict[str, Any]:
+        """The configuration as plain data, without credentials."""
+        return public_dict(self.cfg)
+
+
+def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from synchronous code, even inside a running event loop."""
+
+    async def main() -> T:
+        return await make()
+
+    def in_new_loop() -> T:
+        coro: Coroutine[Any, Any, T] = main()
+        return asyncio.run(coro)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return in_new_loop()
+    # a notebook's loop is running in this thread: run ours beside it
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aretriever-project") as pool:
+        return pool.submit(in_new_loop).result()

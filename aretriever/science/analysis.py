@@ -1,0 +1,217 @@
+"""The analysis of one source's reduced lightcurves: quality cuts, scores, statistics, events.
+
+:class:`Analysis` runs in a pool worker right after the reduction. For each lightcurve it flags
+points (:class:`~aretriever.science.quality.QualityChecker`), adds per-point scores
+(:func:`~aretriever.science.stats.scores`), summarises it
+(:func:`~aretriever.science.stats.lightcurve_stats`), finds events
+(:class:`~aretriever.science.finder.Finder`), and, with ``num_injections``, injects events into
+copies and runs the same finder on them (:class:`~aretriever.science.simulator.Simulator`).
+
+Every step is a method, so a subclass named by ``analysis.analysis_module``/``analysis_class``
+can replace one step and keep the rest; the quality, finder and simulator classes are loaded
+the same way. Instances must stay picklable (they travel to pool workers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aretriever.adapters.base import ReducedLightcurve, Target
+from aretriever.science.finder import Event, Finder
+from aretriever.science.plugins import load_class
+from aretriever.science.quality import QualityChecker
+from aretriever.science.simulator import Injection, Simulator, recovery_efficiency
+from aretriever.science.stats import AB_ZERO_POINT_MAG, LightcurveStats, lightcurve_stats, scores
+from aretriever.settings import AnalysisConfig
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LightcurveResult:
+    """One analysed lightcurve: the processed table (stored in place of the reduced one) and rows."""
+
+    processed: pd.DataFrame
+    stats: dict[str, Any]  # LightcurveStats.as_dict(): columns of the ``lightcurves`` row
+    detections: list[dict[str, Any]]  # Event.as_dict(): real events, then simulated ones
+    injections: list[dict[str, Any]] = field(default_factory=list)  # Injection.as_dict() + "recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceAnalysis:
+    """A source's analysed lightcurves (in the order given) and its ``properties`` row values."""
+
+    lightcurves: list[LightcurveResult]
+    properties: dict[str, Any]
+
+
+class Analysis:
+    """The default analysis (see the module docstring).
+
+    Parameters
+    ----------
+    cfg : AnalysisConfig
+        Parameters, and the modules and classes of the quality cuts, finder and simulator.
+    """
+
+    def __init__(self, cfg: AnalysisConfig) -> None:
+        self.cfg = cfg
+        quality = load_class(cfg.quality_module, cfg.quality_class, QualityChecker, "analysis.quality_class")
+        finder = load_class(cfg.finder_module, cfg.finder_class, Finder, "analysis.finder_class")
+        simulator = load_class(
+            cfg.simulator_module, cfg.simulator_class, Simulator, "analysis.simulator_class"
+        )
+        self.quality = quality(cfg.quality)
+        self.finder = finder(cfg.finder, cfg.quality)
+        self.simulator = simulator(cfg.simulator)
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    def analyze(self, target: Target, lightcurves: Sequence[ReducedLightcurve]) -> SourceAnalysis:
+        """Analyse every lightcurve of one source, then summarise the source."""
+        results = [self.analyze_lightcurve(target, lc, number) for number, lc in enumerate(lightcurves, 1)]
+        return SourceAnalysis(results, self.properties(results))
+
+    def analyze_lightcurve(self, target: Target, lc: ReducedLightcurve, number: int) -> LightcurveResult:
+        """Quality cuts, scores, statistics, events and injections of one lightcurve."""
+        zero_point = self.zero_point_mag(lc)
+        processed = self.process(lc.data, zero_point)
+        good = ~processed["flagged"].to_numpy(dtype=bool)
+        stats = self.statistics(processed, zero_point, self.exptime_s(lc), good)
+        events = self.finder.find(processed)
+        simulated, injections = self.simulate(target, processed, zero_point, number)
+        detections = [event.as_dict() for event in [*events, *simulated]]
+        return LightcurveResult(processed, stats.as_dict(), detections, injections)
+
+    def process(self, data: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
+        """The lightcurve with ``offset``, ``flagged``, ``flux``, ``fluxerr``, ``snr``, ``dsnr``, ``dmag``."""
+        checked = self.quality.check(data)
+        return scores(checked, zero_point_mag, good=~checked["flagged"].to_numpy(dtype=bool))
+
+    def statistics(
+        self,
+        processed: pd.DataFrame,
+        zero_point_mag: float,
+        exptime_s: float | None,
+        good: np.ndarray[Any, Any],
+    ) -> LightcurveStats:
+        """The ``lightcurves`` row statistics (flagged points left out)."""
+        return lightcurve_stats(processed, zero_point_mag, exptime_s, good, scored=True)
+
+    def simulate(
+        self, target: Target, processed: pd.DataFrame, zero_point_mag: float, number: int
+    ) -> tuple[list[Event], list[dict[str, Any]]]:
+        """``num_injections`` injected copies, searched like real data: (events, injections)."""
+        if self.cfg.num_injections == 0 or processed.empty:
+            return [], []
+        rng = self.simulator.rng_for(target.name, number)
+        injections = self.simulator.draw(processed, self.cfg.num_injections, rng)
+        rescore = partial(_rescore, zero_point_mag=zero_point_mag)
+        result = self.simulator.simulate(processed, injections, self.finder.find, prepare=rescore)
+        table = [
+            {**injection.as_dict(), "recovered": hit}
+            for injection, hit in zip(result.injections, result.recovered, strict=True)
+        ]
+        return result.events, table
+
+    def properties(self, results: Sequence[LightcurveResult]) -> dict[str, Any]:
+        """The ``properties`` row values of a source from its analysed lightcurves.
+
+        ``best_snr`` is the largest ``|dsnr|`` of a good point in any lightcurve (how far the
+        source strayed from its baseline, in S/N, detected or not); ``variability`` is the largest
+        ratio of robust flux rms to mean flux error (about 1 for a steady source).
+        """
+        stats = [r.stats for r in results]
+        extremes = [abs(v) for s in stats for v in (s["dsnr_max"], s["dsnr_min"]) if v is not None]
+        ratios = [
+            s["robust_rms"] / s["flux_err_mean"]
+            for s in stats
+            if s["robust_rms"] is not None and s["flux_err_mean"]
+        ]
+        real = [d for r in results for d in r.detections if not d["simulated"]]
+        injections = [i for r in results for i in r.injections]
+        num_points = sum(s["num_good"] or 0 for s in stats)
+        return {
+            "has_data": num_points > 0,
+            "num_lightcurves": len(results),
+            "num_points": num_points,
+            "best_snr": max(extremes, default=None),
+            "variability": _finite_or_none(max(ratios, default=math.nan)),
+            "meta": {
+                "num_detections": len(real),
+                "num_simulated_detections": sum(len(r.detections) for r in results) - len(real),
+                "injections": injections,
+            },
+        }
+
+    # -- facts about a lightcurve --------------------------------------------------------------
+
+    def zero_point_mag(self, lc: ReducedLightcurve) -> float:
+        """The instrument's zero point when the reducer gave one (TESS), else AB (23.9: µJy)."""
+        value = lc.meta.get("zero_point_mag")
+        return float(value) if isinstance(value, int | float) else AB_ZERO_POINT_MAG
+
+    def exptime_s(self, lc: ReducedLightcurve) -> float | None:
+        """Exposure time from the reducer's metadata (TESS); None lets the statistics use a column."""
+        value = lc.meta.get("exposure_s")
+        return float(value) if isinstance(value, int | float) else None
+
+
+def _rescore(copy: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
+    return scores(copy, zero_point_mag, good=~copy["flagged"].to_numpy(dtype=bool))
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+_CACHE: dict[str, Analysis] = {}
+
+
+def analysis_for(cfg: AnalysisConfig) -> Analysis:
+    """The (custom or default) Analysis for ``cfg``, built once per process and config."""
+    key = cfg.model_dump_json()
+    if key not in _CACHE:
+        cls = load_class(cfg.analysis_module, cfg.analysis_class, Analysis, "analysis.analysis_class")
+        _CACHE[key] = cls(cfg)
+    return _CACHE[key]
+
+
+def efficiency_table(injections: Sequence[Mapping[str, Any]], bins: int = 5) -> pd.DataFrame:
+    """Recovery efficiency per width and amplitude bin, from injections with ``recovered``.
+
+    Width bins are logarithmic (widths are drawn log-uniform), amplitude bins linear; both span
+    the injections given.
+    """
+
+    if not injections:
+        return pd.DataFrame(
+            columns=[
+                "width_lo",
+                "width_hi",
+                "amplitude_lo",
+                "amplitude_hi",
+                "injected",
+                "recovered",
+                "efficiency",
+            ]
+        )
+    drawn = [
+        Injection(
+            str(i["shape"]), float(i["time_peak_mjd"]), float(i["width_days"]), float(i["amplitude_mag"])
+        )
+        for i in injections
+    ]
+    widths = np.array([i.width_days for i in drawn])
+    amplitudes = np.array([i.amplitude_mag for i in drawn])
+    width_edges = np.geomspace(widths.min(), widths.max() * (1 + 1e-9), bins + 1)
+    amplitude_edges = np.linspace(amplitudes.min(), amplitudes.max() + 1e-9, bins + 1)
+    recovered = [bool(i["recovered"]) for i in injections]
+    return recovery_efficiency(drawn, recovered, width_edges.tolist(), amplitude_edges.tolist())

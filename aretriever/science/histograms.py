@@ -1,0 +1,470 @@
+"""Histograms of the per-point scores (``snr``, ``dmag``, ``offset``), mergeable across runs.
+
+Each score has one integer count array with the axes
+
+    kind (``all``, ``good``) x filter x exposure time x source magnitude x score
+
+- ``all`` counts every point added; ``good`` only the points marked good (not flagged). The seed
+  filled both with the same points; here ``good`` is a real subset.
+- filter and exposure time are categories that grow as new values appear: filters are strings,
+  exposure times are rounded to 0.1 s, and an unknown exposure time (None/NaN) is its own
+  category, stored as NaN. Categories are kept sorted (NaN last), so the layout does not depend
+  on the order in which data arrived.
+- source magnitude and score are binned by ``HistogramConfig`` (``[low, high, step]``, bins
+  half-open ``[a, b)``). Both axes have extra slots, so that no point is ever dropped:
+
+  ====== =========================================================
+  slot   holds
+  ====== =========================================================
+  0      NaN score / unknown source magnitude (None or NaN)
+  1      underflow: value < low (including -inf)
+  2..n+1 the n regular bins
+  n+2    overflow: value >= high (including +inf)
+  ====== =========================================================
+
+  so every score axis has ``n + 3`` slots and the totals over a score axis always equal the number
+  of points added. (Unlike ``np.histogram``, a value equal to ``high`` is overflow.)
+
+Adding is a ``searchsorted`` and a ``bincount`` per score, since one call adds one lightcurve (one
+filter, exposure time and source magnitude). Two histograms with the same binning add up
+(``a + b``, :meth:`ScoreHistograms.merge`, ``sum([...])``) to the histogram of both runs; their
+category sets may differ. Histograms with different binning refuse to merge.
+
+Files (:meth:`ScoreHistograms.save`) are HDF5, written to a temporary name and renamed: one int64
+dataset per score (the axes above), ``filters`` (UTF-8 bytes), ``exptimes_s`` (float64, NaN =
+unknown), and the binning as root attributes ``<name>_bins`` = ``[low, high, step]``.
+By default they live in the project folder as :data:`HISTOGRAM_FILENAME`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from aretriever.errors import ConfigError, ScienceError, StoreError, WriteError
+from aretriever.settings import HistogramConfig
+from aretriever.store.hdf5 import temp_path
+
+Array = np.ndarray[Any, Any]
+Kind = Literal["all", "good"]
+ExptimeLike: TypeAlias = "float | Array | pd.Series[Any] | Sequence[float | None] | None"
+
+SCORES: Final = ("snr", "dmag", "offset")
+KINDS: Final[tuple[Kind, ...]] = ("all", "good")
+BIN_FIELDS: Final = ("snr_bins", "dmag_bins", "offset_bins", "mag_bins")
+HISTOGRAM_FILENAME: Final = "score_histograms.h5"
+FORMAT_NAME: Final = "aretriever.score_histograms"
+FORMAT_VERSION: Final = 1
+NAN_SLOT: Final = 0  # NaN score, or unknown source magnitude
+EXTRA_SLOTS: Final = 3  # NaN, underflow, overflow
+
+
+class HistogramError(ScienceError):
+    """Score histograms cannot be combined or used as asked."""
+
+
+def histogram_path(project_dir: Path) -> Path:
+    """The histogram file of a project folder (``<project_dir>/score_histograms.h5``)."""
+    return Path(project_dir) / HISTOGRAM_FILENAME
+
+
+def make_edges(bins: Sequence[float], name: str) -> Array:
+    """Bin edges from ``[low, high, step]``; the range must hold a whole number of steps.
+
+    Raises
+    ------
+    ConfigError
+        If ``bins`` is not three numbers with ``low < high``, ``step > 0`` and
+        ``(high - low) / step`` a whole number (to 1e-6).
+    """
+    where = f"config: analysis.histograms.{name}"
+    if len(bins) != 3:
+        raise ConfigError(f"{where}: expected [low, high, step] (got {list(bins)})")
+    low, high, step = (float(v) for v in bins)
+    if not (math.isfinite(low) and math.isfinite(high) and high > low and step > 0):
+        raise ConfigError(f"{where}: expected finite low < high and step > 0 (got {list(bins)})")
+    count = (high - low) / step
+    n = round(count)
+    if n < 1 or abs(count - n) > 1e-6:
+        raise ConfigError(f"{where}: high - low must be a whole number of steps (got {list(bins)})")
+    return np.linspace(low, high, n + 1)
+
+
+def _slots(values: Array, edges: Array) -> Array:
+    """Slot of each value: 0 NaN, 1 underflow, 2..n+1 bins ``[a, b)``, n+2 overflow.
+
+    Same answer as ``searchsorted(edges, values, side="right") + 1``, but computed from the
+    uniform step and then corrected against the edges themselves (one step is enough: rounding
+    is far below one bin): 8x faster on unsorted values.
+    """
+    n = len(edges) - 1
+    lower = np.concatenate([[np.nan, -np.inf], edges])  # lower bound of each slot
+    upper = np.concatenate([[np.nan], edges, [np.inf]])  # upper bound of each slot
+    nan = np.isnan(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        guess = np.floor((values - edges[0]) * (n / (edges[-1] - edges[0]))) + 2
+    slots = np.clip(np.where(nan, 1, guess), 1, n + 2).astype(np.intp)
+    slots -= values < lower[slots]
+    slots += (values >= upper[slots]) & (slots <= n + 1)  # +inf stays in the overflow slot
+    slots[nan] = NAN_SLOT
+    return slots
+
+
+def _exptime_key(exptime_s: float | None) -> float:
+    if exptime_s is None or not math.isfinite(float(exptime_s)):
+        return math.nan
+    return round(float(exptime_s), 1)
+
+
+def _sorted_exptimes(values: Sequence[float]) -> list[float]:
+    known = sorted({v for v in values if not math.isnan(v)})
+    return known + ([math.nan] if any(math.isnan(v) for v in values) else [])
+
+
+def _index_of(categories: Sequence[Any], value: Any) -> int:
+    for i, existing in enumerate(categories):
+        if existing == value or (isinstance(value, float) and math.isnan(value) and math.isnan(existing)):
+            return i
+    raise KeyError(value)
+
+
+class ScoreHistograms:
+    """Counts of ``snr``, ``dmag`` and ``offset`` by source mag, exposure time and filter.
+
+    Parameters
+    ----------
+    config : HistogramConfig, optional
+        The binning (defaults: ``HistogramConfig()``).
+
+    Examples
+    --------
+    One lightcurve's processed frame (``snr``, ``dmag``, ``offset``, ``flagged``, ``exptime``)::
+
+        h = ScoreHistograms(cfg.analysis.histograms)
+        h.add(lc, source_mag=17.2, exptime_s=lc["exptime"], filter="zg")  # good = ~lc["flagged"]
+        total = ScoreHistograms.load(path) + h  # the histogram of both runs
+        total.save(path)
+    """
+
+    def __init__(self, config: HistogramConfig | None = None) -> None:
+        self.config = (config or HistogramConfig()).model_copy(deep=True)
+        self._edges: dict[str, Array] = {
+            field.removesuffix("_bins"): make_edges(getattr(self.config, field), field)
+            for field in BIN_FIELDS
+        }
+        self.filters: list[str] = []
+        self.exptimes_s: list[float] = []
+        self._counts: dict[str, Array] = {score: self._empty(score, 0, 0) for score in SCORES}
+
+    # --- layout -----------------------------------------------------------------------------
+
+    def edges(self, name: str) -> Array:
+        """Bin edges of ``snr``, ``dmag``, ``offset`` or ``mag`` (a copy)."""
+        return self._edges[name].copy()
+
+    def binning(self) -> dict[str, list[float]]:
+        """The binning as ``{"snr_bins": [low, high, step], ...}``."""
+        return {field: [float(v) for v in getattr(self.config, field)] for field in BIN_FIELDS}
+
+    def _n_slots(self, name: str) -> int:
+        return len(self._edges[name]) - 1 + EXTRA_SLOTS
+
+    def _empty(self, score: str, n_filters: int, n_exptimes: int) -> Array:
+        shape = (len(KINDS), n_filters, n_exptimes, self._n_slots("mag"), self._n_slots(score))
+        return np.zeros(shape, dtype=np.int64)
+
+    def _filter_index(self, name: str) -> int:
+        if name not in self.filters:
+            position = bisect.bisect_left(self.filters, name)
+            self.filters.insert(position, name)
+            self._grow(axis=1, position=position)
+        return self.filters.index(name)
+
+    def _exptime_index(self, key: float) -> int:
+        try:
+            return _index_of(self.exptimes_s, key)
+        except KeyError:
+            self.exptimes_s = _sorted_exptimes([*self.exptimes_s, key])
+            position = _index_of(self.exptimes_s, key)
+            self._grow(axis=2, position=position)
+            return position
+
+    def _grow(self, axis: int, position: int) -> None:
+        for score, counts in self._counts.items():
+            self._counts[score] = np.insert(counts, position, 0, axis=axis)
+
+    # --- filling ----------------------------------------------------------------------------
+
+    def add(
+        self,
+        scores: pd.DataFrame,
+        source_mag: float | None,
+        exptime_s: ExptimeLike,
+        filter: str,
+        good: Array | pd.Series[bool] | None = None,
+    ) -> None:
+        """Count one lightcurve's scores.
+
+        Parameters
+        ----------
+        scores : pandas.DataFrame
+            Columns ``snr``, ``dmag`` and ``offset`` (any may hold NaN: counted in the NaN slot).
+            Not modified.
+        source_mag : float or None
+            The catalog magnitude of the source; None or NaN counts under "unknown".
+        exptime_s : float, None, or array of float
+            Exposure time, rounded to 0.1 s; None or NaN is its own category. An array gives one
+            value per row (ZTF lightcurves mix 30 s and longer exposures).
+        filter : str
+            The filter name, a category.
+        good : array of bool, optional
+            True for points that are not flagged (one per row). When omitted, ``~scores["flagged"]``
+            if that column exists, else every point counts as good.
+
+        Raises
+        ------
+        HistogramError
+            A score column is missing, or ``good`` or ``exptime_s`` does not have one value per row.
+        """
+        missing = [score for score in SCORES if score not in scores]
+        if missing:
+            raise HistogramError(f"histograms: scores lack columns {missing} (have {list(scores.columns)})")
+        mask = self._good_mask(scores, good)
+        mag_slot = self._mag_slot(source_mag)
+        f = self._filter_index(str(filter))
+        groups = self._exptime_groups(exptime_s, len(scores))
+        for score in SCORES:
+            values = scores[score].to_numpy(dtype=np.float64, na_value=np.nan)
+            slots = _slots(values, self._edges[score])
+            n = self._n_slots(score)
+            counts = self._counts[score]
+            for e, rows in groups:
+                counts[0, f, e, mag_slot] += np.bincount(slots[rows], minlength=n)
+                counts[1, f, e, mag_slot] += np.bincount(slots[rows & mask], minlength=n)
+
+    def _exptime_groups(self, exptime_s: ExptimeLike, n_rows: int) -> list[tuple[int, Array]]:
+        """(exposure-time index, rows) pairs, after every new category has been inserted."""
+        if exptime_s is None or isinstance(exptime_s, int | float | np.number):
+            key = _exptime_key(None if exptime_s is None else float(exptime_s))
+            return [(self._exptime_index(key), np.ones(n_rows, dtype=bool))]
+        raw = np.asarray(exptime_s, dtype=np.float64)
+        if raw.shape != (n_rows,):
+            raise HistogramError(f"histograms: exptime_s has shape {raw.shape}; expected ({n_rows},)")
+        unique, inverse = np.unique(raw, return_inverse=True)
+        keys = [_exptime_key(float(v)) for v in unique]
+        for key in keys:  # insert first: an insertion shifts the indices after it
+            self._exptime_index(key)
+        index = np.array([_index_of(self.exptimes_s, key) for key in keys], dtype=np.intp)[inverse]
+        return [(int(e), index == e) for e in np.unique(index)]
+
+    @staticmethod
+    def _good_mask(scores: pd.DataFrame, good: Array | pd.Series[bool] | None) -> Array:
+        if good is None:
+            if "flagged" in scores:
+                return ~scores["flagged"].to_numpy(dtype=bool, na_value=True)
+            return np.ones(len(scores), dtype=bool)
+        mask = np.asarray(good, dtype=bool)
+        if mask.shape != (len(scores),):
+            raise HistogramError(f"histograms: good has shape {mask.shape}; expected ({len(scores)},)")
+        return mask
+
+    def _mag_slot(self, source_mag: float | None) -> int:
+        value = np.nan if source_mag is None or pd.isna(source_mag) else float(source_mag)
+        return int(_slots(np.array([value]), self._edges["mag"])[0])
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def counts(self, score: str, kind: Kind = "all") -> Array:
+        """Counts of one score, a copy of shape (filters, exposure times, mag slots, score slots).
+
+        The axes are labelled by :attr:`filters`, :attr:`exptimes_s`, and the slots of
+        ``edges("mag")`` and ``edges(score)`` (see the module docstring).
+
+        Raises
+        ------
+        HistogramError
+            Unknown score or kind.
+        """
+        if score not in self._counts:
+            raise HistogramError(f"histograms: unknown score {score!r} (known: {list(SCORES)})")
+        if kind not in KINDS:
+            raise HistogramError(f"histograms: unknown kind {kind!r} (known: {list(KINDS)})")
+        counts: Array = self._counts[score][KINDS.index(kind)].copy()
+        return counts
+
+    def score_counts(self, score: str, kind: Kind = "all") -> Array:
+        """Counts of one score over every filter, exposure time and source mag (score slots)."""
+        total: Array = self.counts(score, kind).sum(axis=(0, 1, 2))
+        return total
+
+    def n_points(self, kind: Kind = "all") -> int:
+        """Points added (``all``) or good points added (``good``)."""
+        return int(self.counts("snr", kind).sum())
+
+    def _slot_bounds(self, name: str) -> tuple[Array, Array]:
+        edges = self._edges[name]
+        low = np.concatenate([[np.nan, -np.inf], edges[:-1], [edges[-1]]])
+        high = np.concatenate([[np.nan, edges[0]], edges[1:], [np.inf]])
+        return low, high
+
+    def to_frame(self, score: str, kind: Kind = "all") -> pd.DataFrame:
+        """The non-zero cells of one score as a long table.
+
+        Columns: ``filter``, ``exptime_s`` (NaN: unknown), ``mag_low``/``mag_high`` (NaN/NaN:
+        unknown mag; -inf or inf: under/overflow), ``score_low``/``score_high`` (NaN/NaN: NaN
+        score; same convention) and ``count``.
+        """
+        counts = self.counts(score, kind)
+        f, e, m, s = np.nonzero(counts)
+        mag_low, mag_high = self._slot_bounds("mag")
+        score_low, score_high = self._slot_bounds(score)
+        return pd.DataFrame(
+            {
+                "filter": np.array(self.filters, dtype=object)[f] if len(f) else np.array([], dtype=object),
+                "exptime_s": np.array(self.exptimes_s, dtype=np.float64)[e] if len(e) else np.array([]),
+                "mag_low": mag_low[m],
+                "mag_high": mag_high[m],
+                "score_low": score_low[s],
+                "score_high": score_high[s],
+                "count": counts[f, e, m, s],
+            }
+        )
+
+    # --- combining --------------------------------------------------------------------------
+
+    def _check_binning(self, other: ScoreHistograms) -> None:
+        mine, theirs = self.binning(), other.binning()
+        differ = [f"{k} {mine[k]} vs {theirs[k]}" for k in BIN_FIELDS if mine[k] != theirs[k]]
+        if differ:
+            raise HistogramError(
+                "histograms: cannot merge histograms with different binning: " + "; ".join(differ)
+            )
+
+    def merge(self, other: ScoreHistograms) -> ScoreHistograms:
+        """A new histogram holding the counts of both (neither operand changes).
+
+        Raises
+        ------
+        HistogramError
+            If the binning differs (the message names what differs).
+        """
+        if not isinstance(other, ScoreHistograms):
+            raise HistogramError(f"histograms: cannot merge with {type(other).__name__}")
+        self._check_binning(other)
+        out = ScoreHistograms(self.config)
+        out.filters = sorted(set(self.filters) | set(other.filters))
+        out.exptimes_s = _sorted_exptimes([*self.exptimes_s, *other.exptimes_s])
+        for score in SCORES:
+            out._counts[score] = out._empty(score, len(out.filters), len(out.exptimes_s))
+            for part in (self, other):
+                out._scatter(score, part)
+        return out
+
+    def _scatter(self, score: str, part: ScoreHistograms) -> None:
+        f_map = np.array([self.filters.index(name) for name in part.filters], dtype=np.intp)
+        e_map = np.array([_index_of(self.exptimes_s, v) for v in part.exptimes_s], dtype=np.intp)
+        # the maps are one-to-one, so fancy-indexed += adds every cell exactly once
+        self._counts[score][:, f_map[:, None], e_map[None, :]] += part._counts[score]
+
+    def __add__(self, other: object) -> ScoreHistograms:
+        if not isinstance(other, ScoreHistograms):
+            return NotImplemented
+        return self.merge(other)
+
+    def __radd__(self, other: object) -> ScoreHistograms:
+        if isinstance(other, int) and other == 0:  # lets sum([h1, h2, ...]) start from 0
+            return self.merge(ScoreHistograms(self.config))
+        return NotImplemented
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ScoreHistograms):
+            return NotImplemented
+        return (
+            self.binning() == other.binning()
+            and self.filters == other.filters
+            and np.array_equal(np.array(self.exptimes_s), np.array(other.exptimes_s), equal_nan=True)
+            and all(np.array_equal(self._counts[s], other._counts[s]) for s in SCORES)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"ScoreHistograms({self.n_points('all')} points, {self.n_points('good')} good, "
+            f"filters={self.filters}, exptimes_s={self.exptimes_s})"
+        )
+
+    # --- files ------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` (HDF5), atomically: a temporary file in the same folder, then rename.
+
+        Raises
+        ------
+        WriteError
+            If the file cannot be written; an older file under ``path`` is kept.
+        """
+        path = Path(path)
+        tmp = temp_path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with h5py.File(tmp, "w") as h5:
+                self._write(h5)
+            os.replace(tmp, path)
+        except Exception as exc:
+            raise WriteError(f"histograms: cannot write {path}: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):  # e.g. the folder could not be made
+                tmp.unlink(missing_ok=True)
+
+    def _write(self, h5: h5py.File) -> None:
+        h5.attrs["format"] = FORMAT_NAME
+        h5.attrs["version"] = FORMAT_VERSION
+        h5.attrs["axes"] = "kind,filter,exptime_s,mag_slot,score_slot"
+        h5.attrs["kinds"] = ",".join(KINDS)
+        for field, bins in self.binning().items():
+            h5.attrs[field] = np.array(bins, dtype=np.float64)
+        h5.create_dataset("filters", data=np.array([f.encode("utf-8") for f in self.filters], dtype=bytes))
+        h5.create_dataset("exptimes_s", data=np.array(self.exptimes_s, dtype=np.float64))
+        for score in SCORES:
+            h5.create_dataset(score, data=self._counts[score], compression="gzip", shuffle=True)
+
+    @classmethod
+    def load(cls, path: Path) -> ScoreHistograms:
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        StoreError
+            If the file is missing, unreadable, or not a score-histogram file of this version.
+        """
+        try:
+            with h5py.File(path, "r") as h5:
+                return cls._read(h5, Path(path))
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"histograms: cannot read {path}: {exc}") from exc
+
+    @classmethod
+    def _read(cls, h5: h5py.File, path: Path) -> ScoreHistograms:
+        if h5.attrs.get("format") != FORMAT_NAME or int(h5.attrs.get("version", -1)) != FORMAT_VERSION:
+            raise StoreError(f"histograms: {path} is not an {FORMAT_NAME} v{FORMAT_VERSION} file")
+        bins: Mapping[str, list[float]] = {f: [float(v) for v in h5.attrs[f]] for f in BIN_FIELDS}
+        out = cls(HistogramConfig(**bins))
+        out.filters = [f.decode("utf-8") for f in h5["filters"][()]]
+        out.exptimes_s = [float(v) for v in h5["exptimes_s"][()]]
+        for score in SCORES:
+            counts = np.asarray(h5[score][()], dtype=np.int64)
+            expected = out._empty(score, len(out.filters), len(out.exptimes_s)).shape
+            if counts.shape != expected:
+                raise StoreError(f"histograms: {path}: {score} has shape {counts.shape}, expected {expected}")
+            out._counts[score] = counts
+        return out
