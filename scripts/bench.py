@@ -3,7 +3,8 @@
 - archive-bound: N sources, 400 ms answers with a 5 % tail of 4 s, concurrency 32, 20 requests/s:
   the rate limit binds, so the ideal is N / rate for the whole command, start-up included.
 - cpu-bound: M sources, no latency, no rate limit; sources/s over the single-core ceiling
-  1 / (parse + reduce + raw write + reduced write + row cost), each measured alone in this run.
+  1 / (parse + reduce + analyze + raw write + reduced write + row cost), each measured alone in
+  this run (the analysis as configured by default: quality cuts, scores, statistics, finder).
 - resume: the same M-source command again: archive requests (ideal 0) and time as a fraction of
   the first run (target <= 5 %).
 - memory: peak RSS of the CLI process at M/10 and at M sources (target ratio <= 1.2).
@@ -115,7 +116,8 @@ def single_core_ceiling(n: int = 50) -> dict[str, float]:
     """Per-source cost of each stage, measured alone, in this process, on the same data."""
     from aretriever.adapters.base import Fetched, Target
     from aretriever.adapters.ztf import ZtfAdapter
-    from aretriever.settings import ZtfConfig
+    from aretriever.science.analysis import analysis_for
+    from aretriever.settings import AnalysisConfig, ZtfConfig
     from aretriever.store import paths
     from aretriever.store.hdf5 import write_h5
     from aretriever.testing.fake_archive import DATA_DIR
@@ -134,6 +136,8 @@ def single_core_ceiling(n: int = 50) -> dict[str, float]:
 
     raws = timed("parse", lambda i: adapter.parse(fetched[i]))
     lcs = timed("reduce", lambda i: adapter.reduce(raws[i], targets[i]))
+    analysis = analysis_for(AnalysisConfig())
+    timed("analyze", lambda i: analysis.analyze(targets[i], lcs[i]))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         timed("raw write", lambda i: write_h5(root / f"r{i}.h5", {targets[i].name: (raws[i], {"a": 1})}))
