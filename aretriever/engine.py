@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -28,6 +28,7 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.adapters import get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
@@ -35,7 +36,7 @@ from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targ
 from aretriever.config import config_hash, to_yaml
 from aretriever.errors import ConfigError, WriteError
 from aretriever.histogram_file import HistogramFile
-from aretriever.http import Lane
+from aretriever.http import Lane, LaneStats
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
 from aretriever.skipcheck import Decision, Products, check_batch
@@ -47,8 +48,17 @@ from aretriever.summary import Outcome, RunSummary
 
 log = logging.getLogger("aretriever.engine")
 
-ResultCallback = Callable[[SourceResult], None]
+CLOSE_TIMEOUT_S = 60.0  # beyond the grace period, for writers to flush and the pool to stop
+
+ResultCallback = Callable[[SourceResult], None]  # progress: called on the loop, must not block
+ResultSink = Callable[[SourceResult], Awaitable[None]]  # a run's consumer: may apply backpressure
 BatchSource = Callable[[Stores], AsyncIterator[list[Target]]]
+
+
+def _snapshot(stats: LaneStats) -> LaneStats:
+    return LaneStats(
+        stats.requests, stats.retries, stats.bytes_in, Counter(stats.statuses), Counter(stats.errors)
+    )
 
 
 def products_for(cfg: Config, *, reduce: bool, analyze: bool = False) -> Products:
@@ -119,6 +129,10 @@ class Engine:
         self._work_scope = anyio.CancelScope()
         self._lanes: dict[str, _LaneRuntime] = {}
         self._adapters = {name: get_adapter(name, cfg) for name in self.observatories}
+        self._stores: Stores | None = None
+        self._one_run = anyio.Lock()
+        self._listener: ResultSink | None = None
+        self._failed_before = 0
 
     # -- control -------------------------------------------------------------------------------
 
@@ -134,23 +148,44 @@ class Engine:
 
     # -- run -----------------------------------------------------------------------------------
 
-    async def run(self, catalog: Catalog, start: int = 0, stop: int | None = None) -> RunSummary:
-        """Backfill rows ``start`` to ``stop`` of ``catalog`` and return the summary."""
+    async def run(
+        self,
+        catalog: Catalog,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        on_result: ResultSink | None = None,
+    ) -> RunSummary:
+        """Backfill rows ``start`` to ``stop`` of ``catalog`` and return the summary.
+
+        ``on_result`` is called (on the loop) for every source and lane of this run, besides the
+        engine's own callback.
+        """
 
         def batches(stores: Stores) -> AsyncIterator[list[Target]]:
             return self._catalog_batches(catalog, start, stop, stores)
 
-        return await self._run(batches, catalog.name)
+        return await self._run(batches, catalog.name, on_result=on_result)
 
-    async def run_targets(self, targets: Sequence[Target], catalog_name: str = "") -> RunSummary:
-        """Backfill these targets (the same skip check, lanes and writers as a catalog run)."""
+    async def run_targets(
+        self,
+        targets: Sequence[Target],
+        catalog_name: str = "",
+        *,
+        lanes: Sequence[str] | None = None,
+        on_result: ResultSink | None = None,
+    ) -> RunSummary:
+        """Backfill these targets (the same skip check, lanes and writers as a catalog run).
+
+        ``lanes`` limits the run to some of the engine's observatories.
+        """
         size = self.cfg.engine.skip_batch
 
         async def batches(_: Stores) -> AsyncIterator[list[Target]]:
             for lo in range(0, len(targets), size):
                 yield list(targets[lo : lo + size])
 
-        return await self._run(batches, catalog_name)
+        return await self._run(batches, catalog_name, lanes, on_result=on_result)
 
     async def fetch_by_ids(
         self, observatory: str, values: Sequence[str], catalog: SearchableCatalog | None = None
@@ -194,9 +229,35 @@ class Engine:
                 targets.append(star)
         return targets
 
-    async def _run(self, batches: BatchSource, catalog: str) -> RunSummary:
-        t0 = time.perf_counter()
-        async with AsyncExitStack() as stack:
+    async def _run(
+        self,
+        batches: BatchSource,
+        catalog: str,
+        lanes: Sequence[str] | None = None,
+        *,
+        on_result: ResultSink | None = None,
+    ) -> RunSummary:
+        unknown = sorted(set(lanes or ()) - set(self.observatories))
+        if unknown:
+            raise ConfigError(
+                f"engine: observatories {unknown} are not in this engine ({self.observatories})"
+            )
+        if self._stores is not None:  # opened by the caller (embedding): reuse everything
+            return await self._drive(batches, catalog, lanes, on_result)
+        async with self.opened():
+            return await self._drive(batches, catalog, lanes, on_result)
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[Engine]:
+        """Open the database, writers, process pool and lanes for several runs, then close them.
+
+        ``run`` opens and closes them itself when called outside this block. Everything opened
+        here is closed on the way out, also when the caller is cancelled.
+        """
+        if self._stores is not None:
+            raise RuntimeError("engine: already opened")
+        stack = AsyncExitStack()
+        try:
             cpu = CpuRunner(self._executor, self.cfg.engine.workers)
             stack.push_async_callback(cpu.aclose)
             stores = await self._open_stores(stack)
@@ -207,19 +268,60 @@ class Engine:
                 folder = paths.resolve(self.data_root, self.products.folder)
                 self.histograms = HistogramFile(folder, self.cfg.analysis.histograms)
                 stack.push_async_callback(self.histograms.save)
-            await self._open_lanes(stack, cpu, stores, catalog)
+            await self._open_lanes(stack, cpu, stores, self._catalog_name)
+            self._stores = stores
+            yield self
+        finally:
+            self._stores = None
+            self._lanes = {}
+            # closing finishes even when the caller is cancelled: writers flush what finished,
+            # the pool and sessions close (bounded, so a stuck resource cannot hang the exit)
+            limit = self.cfg.engine.grace_s + CLOSE_TIMEOUT_S
+            with anyio.CancelScope(shield=True) as closing:
+                closing.deadline = anyio.current_time() + limit
+                log.info("closing: flushing writers")
+                await stack.aclose()
+            if closing.cancelled_caught:
+                log.error("closing took longer than %.0f s: gave up", limit)
+
+    async def _drive(
+        self,
+        batches: BatchSource,
+        catalog: str,
+        lanes: Sequence[str] | None,
+        on_result: ResultSink | None,
+    ) -> RunSummary:
+        """One run on opened resources; runs are serialised (their summaries and stop state)."""
+        stores = self._stores
+        if stores is None:  # pragma: no cover - _run opens first
+            raise RuntimeError("engine: not opened")
+        async with self._one_run:
+            t0 = time.perf_counter()
+            self._new_run_state(catalog)
+            self._listener = on_result
+            chosen = {name: lane for name, lane in self._lanes.items() if lanes is None or name in lanes}
+            before = {name: _snapshot(lane.http.stats) for name, lane in chosen.items()}
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._grace_watchdog, name="grace-watchdog")
                 outer.start_soon(self._save_histograms, name="histogram-saver")
                 with self._work_scope:
                     async with anyio.create_task_group() as tg:
-                        self._start_lanes(tg, batches(stores))
+                        self._start_lanes(tg, chosen, batches(stores))
                 outer.cancel_scope.cancel()
-            log.info("work done; flushing writers")
-        self.summary.failed_row_writes = stores.rows.failed_ops  # read after the final flush
-        self._collect_lane_stats()
-        self.summary.elapsed_s = time.perf_counter() - t0
-        return self.summary
+            with anyio.CancelScope(shield=True):  # the rows of finished sources are committed
+                await stores.rows.flush()
+            self.summary.failed_row_writes = stores.rows.failed_ops - self._failed_before
+            self._collect_lane_stats(chosen, before)
+            self.summary.elapsed_s = time.perf_counter() - t0
+            return self.summary
+
+    def _new_run_state(self, catalog: str) -> None:
+        self.summary = RunSummary()
+        self._stopping = anyio.Event()
+        self._work_scope = anyio.CancelScope()
+        self._failed_before = self._stores.rows.failed_ops if self._stores is not None else 0
+        for lane in self._lanes.values():
+            lane.pipeline.catalog = self._catalog_name or catalog
 
     async def plan(
         self, catalog: Catalog, start: int = 0, stop: int | None = None
@@ -286,9 +388,11 @@ class Engine:
         folder.mkdir(parents=True)
         return folder
 
-    def _start_lanes(self, tg: TaskGroup, batches: AsyncIterator[list[Target]]) -> None:
+    def _start_lanes(
+        self, tg: TaskGroup, lanes: Mapping[str, _LaneRuntime], batches: AsyncIterator[list[Target]]
+    ) -> None:
         batch_senders = []
-        for name, lane in self._lanes.items():
+        for name, lane in lanes.items():
             batch_send, batch_recv = anyio.create_memory_object_stream[list[Target]](2)
             work_send, work_recv = anyio.create_memory_object_stream[Decision](self.cfg.engine.queue_size)
             batch_senders.append(batch_send)
@@ -376,14 +480,16 @@ class Engine:
         async with work:
             async for decision in work:
                 result = await lane.pipeline.handle(decision)
-                self._record(result)
+                await self._record(result)
                 if self._stopping.is_set():
                     return
 
-    def _record(self, result: SourceResult) -> None:
+    async def _record(self, result: SourceResult) -> None:
         self.summary.lane(result.observatory).add(result.outcome, result.reason or None)
         if self._on_result is not None:
             self._on_result(result)
+        if self._listener is not None:
+            await self._listener(result)
 
     async def _save_histograms(self) -> None:
         while self.histograms is not None:
@@ -396,12 +502,17 @@ class Engine:
         log.warning("grace period over: cancelling in-flight work")
         self._work_scope.cancel()
 
-    def _collect_lane_stats(self) -> None:
-        for name, lane in self._lanes.items():
-            summary = self.summary.lane(name)
-            summary.requests = lane.http.stats.requests
-            summary.retries = lane.http.stats.retries
-            summary.statuses = dict(lane.http.stats.statuses)
+    def _collect_lane_stats(self, lanes: Mapping[str, _LaneRuntime], before: Mapping[str, LaneStats]) -> None:
+        for name, lane in lanes.items():
+            summary, now, then = self.summary.lane(name), lane.http.stats, before[name]
+            summary.requests = now.requests - then.requests
+            summary.retries = now.retries - then.retries
+            summary.statuses = dict(now.statuses - then.statuses)
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession] | None:
+        """The database sessions while the engine is open, else None."""
+        return self._sessions if self._stores is not None else None
 
     @property
     def outcome_counts(self) -> dict[str, int]:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -192,15 +194,26 @@ def _downgrade(connection: Connection, revision: str) -> None:
     command.downgrade(cfg, revision)
 
 
+# Alembic's ``context`` is one proxy per process: two migrations interleaving on one loop (or
+# running on two threads) would each see the other's connection. One at a time per process.
+_MIGRATING = threading.Lock()
+
+
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` in one transaction; concurrent callers wait their turn.
 
-    PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``.
+    PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``, and callers
+    in one process (two engines on two databases) with a lock around Alembic's global context.
     """
-    async with engine.connect() as conn:
-        await conn.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
-        async with conn.begin():
-            await conn.run_sync(_upgrade, revision)
+    with anyio.CancelScope(shield=True):  # never leave the lock taken by a cancelled waiter
+        await anyio.to_thread.run_sync(_MIGRATING.acquire)
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
+            async with conn.begin():
+                await conn.run_sync(_upgrade, revision)
+    finally:
+        _MIGRATING.release()
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:

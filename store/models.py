@@ -123,6 +123,7 @@ def _source_fk() -> Mapped[str]:
 
 
 _DATA_CACHE = "_aretriever_data"
+_DATA_ROOT = "_aretriever_data_root"  # plain attribute, not a column
 _CHILDREN: dict[str, Any] = {
     "lazy": "raise",
     "cascade": "all, delete-orphan",
@@ -142,13 +143,19 @@ class DataFileMixin:
     num_rows: Mapped[int] = mapped_column(sa.Integer, default=0)
     nbytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
 
+    def bind_data_root(self, data_root: Path) -> None:
+        """Read this row's file under ``data_root`` (set by whoever loaded the row, e.g. a Retriever)."""
+        setattr(self, _DATA_ROOT, data_root)
+
     def get_fullname(self, data_root: Path | None = None) -> Path:
-        """Return the file's absolute path (``filename`` joined to DATA_ROOT unless absolute)."""
+        """The file's absolute path: ``filename`` under ``data_root``, else the bound DATA_ROOT,
+        else the process default (``$RETRIEVER_DATA``)."""
         if not self.filename:
             raise StoreError(f"store: {self!r} has no data file")
         if Path(self.filename).is_absolute():
             return Path(self.filename)
-        return paths.resolve(paths.data_root(data_root), self.filename)
+        root = data_root or getattr(self, _DATA_ROOT, None)
+        return paths.resolve(paths.data_root(root), self.filename)
 
     @property
     def data(self) -> pd.DataFrame:

@@ -1,0 +1,228 @@
+"""Embedding aretriever in an async application.
+
+::
+
+    async with Retriever("configs/wd.yaml") as r:                # a path, a dict or a Config
+        async for result in r.backfill("wd", start=0, stop=1000):
+            print(result.source, result.observatory, result.outcome, result.num_lightcurves)
+        source = await r.get_source("WDJ175216.24+263027.39")   # rows; tables load lazily
+        result = await r.fetch_one({"name": "my star", "ra": 12.3, "dec": 45.6}, observatory="ztf")
+
+A ``Retriever`` runs in the caller's event loop (asyncio, or anyio on asyncio) and never calls
+``asyncio.run``. Entering it opens the database, the two writer tasks, the process pool (lazily,
+at the first source that needs it) and one HTTP session per lane; leaving it, or the caller
+being cancelled, drains and closes all of them. Two instances share nothing: each has its own
+engine, pool, sessions, writers and DATA_ROOT. Runs on one instance are serialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import Executor
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+from sqlalchemy.orm import selectinload
+
+from aretriever.adapters.base import Target
+from aretriever.catalog import Catalog
+from aretriever.catalog_remote import open_catalog_async
+from aretriever.config import load_config
+from aretriever.engine import Engine, ResultSink
+from aretriever.errors import CatalogError, ConfigError
+from aretriever.pipeline import SourceResult
+from aretriever.settings import Config
+from aretriever.store.models import Source
+from aretriever.summary import RunSummary
+
+_RESULTS_BUFFER = 256
+
+
+def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
+    """A config from a typed model, a dict (native or seed keywords), a YAML path, or defaults."""
+    if isinstance(config, Config):
+        return config
+    if config is None:
+        return load_config(False)
+    if isinstance(config, str | Path):
+        return load_config(Path(config))
+    return load_config(False, overrides=config)
+
+
+def target_from(row: Target | Mapping[str, Any]) -> Target:
+    """A target from a mapping with ``name``, ``ra``, ``dec`` (optional ``mag``, ``pmra``, ``pmdec``)."""
+    if isinstance(row, Target):
+        return row
+    try:
+        name, ra, dec = str(row["name"]).strip(), float(row["ra"]), float(row["dec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogError(f"catalog: a source needs name, ra and dec (got {dict(row)!r}): {exc}") from exc
+    if not name or not (math.isfinite(ra) and -90.0 <= dec <= 90.0):
+        raise CatalogError(f"catalog: bad source {dict(row)!r}: empty name or coordinates out of range")
+    mag = row.get("mag")
+    return Target(
+        name,
+        ra % 360.0,
+        dec,
+        mag=None if mag is None else float(mag),
+        pmra_mas_yr=float(row.get("pmra") or 0.0),
+        pmdec_mas_yr=float(row.get("pmdec") or 0.0),
+    )
+
+
+class Retriever:
+    """aretriever as a library: backfills, single fetches and stored results (see the module).
+
+    Parameters
+    ----------
+    config
+        A :class:`~aretriever.settings.Config`, a dict, a YAML path, or None (defaults).
+    observatories
+        Lanes to open (default: ``project.obs_names``).
+    executor
+        Where parsing, reduction and analysis run (default: a process pool of its own).
+    """
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any] | str | Path | None = None,
+        *,
+        observatories: Sequence[str] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.cfg = as_config(config)
+        self.engine = Engine(self.cfg, observatories=observatories, executor=executor)
+        self._stack: AsyncExitStack | None = None
+        self._tasks: TaskGroup | None = None
+
+    @property
+    def data_root(self) -> Path:
+        return self.engine.data_root
+
+    async def __aenter__(self) -> Retriever:
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(self.engine.opened())
+            self._tasks = await stack.enter_async_context(anyio.create_task_group())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            if self._tasks is not None:
+                self._tasks.cancel_scope.cancel()  # a backfill the caller stopped reading
+            self._tasks = None
+            await stack.aclose()
+
+    # -- work ----------------------------------------------------------------------------------
+
+    async def backfill(
+        self, catalog: Catalog | str, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[SourceResult]:
+        """Backfill catalog rows ``start`` to ``stop``, yielding each source's result per lane.
+
+        ``catalog`` is a :class:`~aretriever.catalog.Catalog` or a spec (``"wd"``, a file path,
+        ``"test"``, ``"gaia:<ADQL>"``). Leaving the loop early stops the run: sources in flight
+        finish (within ``engine.grace_s``) and their rows are committed.
+        """
+        opened = (
+            catalog if not isinstance(catalog, str) else await open_catalog_async(catalog, self.cfg.catalog)
+        )
+        send, receive = anyio.create_memory_object_stream[SourceResult](_RESULTS_BUFFER)
+        done = anyio.Event()
+
+        async def run() -> None:
+            with send:
+                try:
+                    await self.engine.run(opened, start, stop, on_result=_forward(send))
+                finally:
+                    done.set()
+
+        self._task_group().start_soon(run, name="retriever-backfill")
+        try:
+            with receive:
+                async for result in receive:
+                    yield result
+        finally:
+            if not done.is_set():
+                self.engine.request_stop()
+                with anyio.CancelScope(shield=True):
+                    await done.wait()
+
+    async def fetch_one(self, source: Target | Mapping[str, Any], observatory: str = "ztf") -> SourceResult:
+        """Fetch (or skip, if stored) one source from one observatory and return its result."""
+        target = target_from(source)
+        results: list[SourceResult] = []
+
+        async def keep(result: SourceResult) -> None:
+            results.append(result)
+
+        await self.engine.run_targets([target], lanes=[observatory.lower()], on_result=keep)
+        if not results:
+            raise ConfigError(f"fetch_one: no result for {target.name} from {observatory}")
+        return results[0]
+
+    async def run(self, catalog: Catalog | str, start: int = 0, stop: int | None = None) -> RunSummary:
+        """Like :meth:`backfill`, returning only the summary."""
+        opened = (
+            catalog if not isinstance(catalog, str) else await open_catalog_async(catalog, self.cfg.catalog)
+        )
+        return await self.engine.run(opened, start, stop)
+
+    # -- results -------------------------------------------------------------------------------
+
+    async def get_source(self, name: str) -> Source | None:
+        """The source's row with its raw data, lightcurves, detections and properties rows.
+
+        Tables are not read until asked for: ``source.lightcurves[0].data`` reads that one (do it
+        off the loop for large tables: ``await anyio.to_thread.run_sync(lambda: lc.data)``).
+        """
+        engine = self.engine
+        if engine.sessions is None:
+            raise RuntimeError("retriever: use it inside 'async with Retriever(...)'")
+        query = (
+            sa.select(Source)
+            .where(Source.name == name)
+            .options(
+                selectinload(Source.raw_photometry),
+                selectinload(Source.lightcurves),
+                selectinload(Source.detections),
+                selectinload(Source.properties),
+            )
+        )
+        async with engine.sessions() as session:
+            source = await session.scalar(query)
+        if source is not None:
+            for raw in source.raw_photometry:
+                raw.bind_data_root(self.data_root)
+            for lc in source.lightcurves:
+                lc.bind_data_root(self.data_root)
+        return source
+
+    def _task_group(self) -> TaskGroup:
+        if self._tasks is None:
+            raise RuntimeError("retriever: use it inside 'async with Retriever(...)'")
+        return self._tasks
+
+
+def _forward(send: MemoryObjectSendStream[SourceResult]) -> ResultSink:
+    async def forward(result: SourceResult) -> None:
+        # a caller reading slowly holds the fetchers back (backpressure), it never loses results
+        with contextlib.suppress(anyio.BrokenResourceError):
+            await send.send(result)
+
+    return forward
+
+
+__all__ = ["Retriever", "as_config", "target_from"]
