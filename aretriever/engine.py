@@ -39,7 +39,7 @@ from aretriever.histogram_file import HistogramFile
 from aretriever.http import Lane, LaneStats
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
-from aretriever.skipcheck import Decision, Products, check_batch
+from aretriever.skipcheck import Decision, Freshness, Products, check_batch
 from aretriever.store import paths
 from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
 from aretriever.store.models import Failure
@@ -89,6 +89,16 @@ class _LaneRuntime:
     adapter: Adapter
     http: Lane
     pipeline: SourcePipeline
+    queue: MemoryObjectSendStream[Decision] | None = None  # decisions waiting for a fetcher
+
+
+@dataclass(frozen=True, slots=True)
+class LaneState:
+    """A lane's counters and queue right now (for metrics)."""
+
+    stats: LaneStats
+    queued: int
+    rate_per_s: float
 
 
 class Engine:
@@ -123,7 +133,7 @@ class Engine:
         self.histograms: HistogramFile | None = None
         self.summary = RunSummary()
         self._executor = executor
-        self._on_result = on_result
+        self._callbacks: list[ResultCallback] = [on_result] if on_result is not None else []
         self._catalog_name = catalog_name
         self._stopping = anyio.Event()
         self._work_scope = anyio.CancelScope()
@@ -395,6 +405,7 @@ class Engine:
         for name, lane in lanes.items():
             batch_send, batch_recv = anyio.create_memory_object_stream[list[Target]](2)
             work_send, work_recv = anyio.create_memory_object_stream[Decision](self.cfg.engine.queue_size)
+            lane.queue = work_send
             batch_senders.append(batch_send)
             tg.start_soon(self._skip_checker, lane, batch_recv, work_send, name=f"skip-check:{name}")
             with work_recv:
@@ -466,6 +477,9 @@ class Engine:
                     self.products,
                     self.data_root,
                     verify=self.cfg.engine.verify,
+                    freshness=Freshness.of(
+                        self.cfg.engine.refresh_after_days, self.cfg.engine.retry_failed_after_s
+                    ),
                 )
                 for decision in decisions:
                     if self._stopping.is_set():
@@ -486,8 +500,8 @@ class Engine:
 
     async def _record(self, result: SourceResult) -> None:
         self.summary.lane(result.observatory).add(result.outcome, result.reason or None)
-        if self._on_result is not None:
-            self._on_result(result)
+        for callback in self._callbacks:
+            callback(result)
         if self._listener is not None:
             await self._listener(result)
 
@@ -508,6 +522,26 @@ class Engine:
             summary.requests = now.requests - then.requests
             summary.retries = now.retries - then.retries
             summary.statuses = dict(now.statuses - then.statuses)
+
+    def add_listener(self, callback: ResultCallback) -> None:
+        """Also call ``callback`` (on the loop, without blocking) for every result of every run."""
+        self._callbacks.append(callback)
+
+    def lane_states(self) -> dict[str, LaneState]:
+        """Each open lane's cumulative counters, queued decisions and configured rate."""
+        return {
+            name: LaneState(
+                _snapshot(lane.http.stats),
+                lane.queue.statistics().current_buffer_used if lane.queue is not None else 0,
+                lane.cfg.rate_per_s,
+            )
+            for name, lane in self._lanes.items()
+        }
+
+    @property
+    def row_writer(self) -> RowWriter | None:
+        """The row writer while the engine is open (its ``pending`` and ``lag_s`` are metrics)."""
+        return self._stores.rows if self._stores is not None else None
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession] | None:

@@ -403,6 +403,18 @@ class EngineConfig(Part):
     analyze: bool = Field(
         True, description="analyse reduced lightcurves (S/N, detections)", json_schema_extra=OPERATIONAL
     )
+    refresh_after_days: float | None = Field(
+        None,
+        gt=0,
+        description="fetch raw data again once it is older than this (None: never; the daemon's refresh)",
+        json_schema_extra=OPERATIONAL,
+    )
+    retry_failed_after_s: float | None = Field(
+        None,
+        gt=0,
+        description="a source that failed waits this long before it is tried again (None: next run)",
+        json_schema_extra=OPERATIONAL,
+    )
     histogram_save_s: float = Field(
         60.0,
         gt=0,
@@ -438,6 +450,27 @@ class StoreConfig(Part):
     )
 
 
+class DaemonConfig(Part):
+    """``python -m aretriever.daemon``: the catalogs it keeps fresh, its HTTP endpoint, its logs."""
+
+    catalogs: list[str] = Field(
+        default_factory=list,
+        description="catalog specs to work through (empty: catalog.default / catalog.path)",
+        json_schema_extra=OPERATIONAL,
+    )
+    interval_s: float = Field(
+        300.0, gt=0, description="wait between two passes over the catalogs", json_schema_extra=OPERATIONAL
+    )
+    host: str = Field("127.0.0.1", description="address of /healthz and /metrics", json_schema_extra=OPERATIONAL)
+    port: int = Field(9108, ge=0, le=65535, description="port of /healthz and /metrics (0: any free port)", json_schema_extra=OPERATIONAL)
+    log_format: Literal["text", "json"] = Field(
+        "json", description="one line per event: JSON objects or plain text", json_schema_extra=OPERATIONAL
+    )
+    log_file: Path | None = Field(None, description="log here, rotating (None: stderr)", json_schema_extra=OPERATIONAL)
+    log_max_mb: float = Field(50.0, gt=0, description="rotate the log file at this size", json_schema_extra=OPERATIONAL)
+    log_backups: int = Field(5, ge=0, description="rotated log files kept", json_schema_extra=OPERATIONAL)
+
+
 class Config(Part):
     """Everything aretriever can be told."""
 
@@ -449,3 +482,4 @@ class Config(Part):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="analysis")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="engine")
     store: StoreConfig = Field(default_factory=StoreConfig, description="store")
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="the long-running daemon")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -46,12 +47,29 @@ class Products:
 
 
 @dataclass(frozen=True, slots=True)
+class Freshness:
+    """When stored data is too old, and when a failed source may be tried again (long runs)."""
+
+    refetch_before: datetime | None = None  # raw data fetched before this is fetched again
+    failed_retry_before: datetime | None = None  # a failure after this waits (back-off)
+
+    @classmethod
+    def of(cls, refresh_after_days: float | None, retry_failed_after_s: float | None) -> Freshness:
+        now = datetime.now(UTC)
+        return cls(
+            None if refresh_after_days is None else now - timedelta(days=refresh_after_days),
+            None if retry_failed_after_s is None else now - timedelta(seconds=retry_failed_after_s),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRaw:
     """What the database says about a source's raw data."""
 
     status: str
     filename: str | None
     nbytes: int | None
+    fetched_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +112,31 @@ def decide(
     needs_reduction: bool,
     needs_analysis: bool = False,
     analysed: int | None = None,
+    stale: bool = False,
+    backing_off: bool = False,
 ) -> tuple[Action, str]:
     """The action for one source (pure).
 
     ``lightcurves`` is the reduced file's state (None: no rows); ``analysed`` is the number of
     lightcurves its ``properties`` row counts (None: not analysed for this project and hash).
+    ``stale``: the raw data is older than the refresh age. ``backing_off``: the source failed
+    recently, and anything but a skip or re-link waits for the back-off to pass.
     """
+    action, reason = _decide(row, raw_file, lightcurves, needs_reduction, needs_analysis, analysed, stale)
+    if backing_off and action not in (Action.SKIP, Action.RELINK):
+        return Action.SKIP, f"failed recently: {action.value} waits for the back-off"
+    return action, reason
+
+
+def _decide(
+    row: StoredRaw | None,
+    raw_file: FileState,
+    lightcurves: FileState | None,
+    needs_reduction: bool,
+    needs_analysis: bool,
+    analysed: int | None,
+    stale: bool,
+) -> tuple[Action, str]:
     if row is None:
         if raw_file.size is not None and raw_file.readable:
             return Action.RELINK, "file on disk without a row"
@@ -107,6 +144,8 @@ def decide(
     problem = _raw_ok(row, raw_file)
     if problem:
         return Action.REFETCH, problem
+    if stale:
+        return Action.REFETCH, "raw data older than the refresh age"
     if not needs_reduction or row.status != "ok":
         return Action.SKIP, "stored"
     if needs_analysis and analysed is None:
@@ -122,9 +161,16 @@ def decide(
 
 async def _stored_raw(session: AsyncSession, observatory: str, names: list[str]) -> dict[str, StoredRaw]:
     query = sa.select(
-        RawPhotometry.source_name, RawPhotometry.status, RawPhotometry.filename, RawPhotometry.nbytes
+        RawPhotometry.source_name,
+        RawPhotometry.status,
+        RawPhotometry.filename,
+        RawPhotometry.nbytes,
+        RawPhotometry.fetched_at,
     ).where(RawPhotometry.observatory == observatory, RawPhotometry.source_name.in_(names))
-    return {name: StoredRaw(status, fn, nb) for name, status, fn, nb in await session.execute(query)}
+    return {
+        name: StoredRaw(status, fn, nbytes, fetched_at)
+        for name, status, fn, nbytes, fetched_at in await session.execute(query)
+    }
 
 
 async def _stored_lightcurves(
@@ -154,14 +200,21 @@ async def _analysed(
 
 async def _open_failures(
     session: AsyncSession, observatory: str, names: list[str]
-) -> dict[str, frozenset[str]]:
-    query = sa.select(Failure.source_name, Failure.stage).where(
+) -> tuple[dict[str, frozenset[str]], dict[str, datetime]]:
+    """Unresolved failure stages per source, and each source's latest failure time."""
+    query = sa.select(Failure.source_name, Failure.stage, Failure.last_at).where(
         Failure.observatory == observatory, Failure.resolved.is_(False), Failure.source_name.in_(names)
     )
     stages: dict[str, set[str]] = {}
-    for name, stage in await session.execute(query):
+    latest: dict[str, datetime] = {}
+    for name, stage, last_at in await session.execute(query):
         stages.setdefault(name, set()).add(stage)
-    return {name: frozenset(s) for name, s in stages.items()}
+        latest[name] = max(latest.get(name, last_at), last_at)
+    return {name: frozenset(s) for name, s in stages.items()}, latest
+
+
+def _before(when: datetime | None, limit: datetime | None) -> bool:
+    return when is not None and limit is not None and when < limit
 
 
 def _file_state(path: Path, verify: bool) -> FileState:
@@ -180,6 +233,7 @@ async def check_batch(
     data_root: Path,
     *,
     verify: bool = False,
+    freshness: Freshness = Freshness(),
 ) -> list[Decision]:
     """Decide, for a batch of targets, what each needs: three queries and a stat per file."""
     names = [t.name for t in targets]
@@ -187,7 +241,7 @@ async def check_batch(
         raw = await _stored_raw(session, observatory, names)
         lcs = await _stored_lightcurves(session, observatory, names, products) if products.reduce else {}
         analysed = await _analysed(session, observatory, names, products) if products.analyze else {}
-        failures = await _open_failures(session, observatory, names)
+        failures, failed_at = await _open_failures(session, observatory, names)
 
     def on_disk() -> list[Decision]:
         return [
@@ -208,6 +262,8 @@ async def check_batch(
         lc_file = (
             None if lc is None or lc[0] is None else _file_state(paths.resolve(data_root, lc[0]), verify)
         )
+        refetch_before, retry_before = freshness.refetch_before, freshness.failed_retry_before
+        last_failure = failed_at.get(target.name)
         action, reason = decide(
             row,
             raw_file,
@@ -215,6 +271,8 @@ async def check_batch(
             needs_reduction=products.reduce,
             needs_analysis=products.reduce and products.analyze,
             analysed=analysed.get(target.name),
+            stale=_before(row.fetched_at if row else None, refetch_before),
+            backing_off=last_failure is not None and retry_before is not None and last_failure > retry_before,
         )
         return Decision(target, action, relpath, reason, failed)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from aretriever.skipcheck import Action, FileState, StoredRaw, decide
+from aretriever.skipcheck import Action, FileState, Freshness, StoredRaw, decide
 
 OK = StoredRaw("ok", "ZTF/RA001/x.h5", 100)
 ON_DISK = FileState(100)
@@ -53,3 +55,32 @@ MISSING = FileState(None)
 )
 def test_decide(row, raw_file, lightcurves, kwargs, expected) -> None:
     assert decide(row, raw_file, lightcurves, **{"needs_reduction": True, **kwargs}) == expected
+
+
+@pytest.mark.parametrize(
+    ("row", "lightcurves", "kwargs", "expected"),
+    [
+        (OK, ON_DISK, {"stale": True}, (Action.REFETCH, "raw data older than the refresh age")),
+        (
+            StoredRaw("no_data", None, None),
+            None,
+            {"stale": True},
+            (Action.REFETCH, "raw data older than the refresh age"),
+        ),
+        (None, None, {"backing_off": True}, (Action.SKIP, "failed recently: fetch waits for the back-off")),
+        (OK, None, {"backing_off": True}, (Action.SKIP, "failed recently: reduce waits for the back-off")),
+        (OK, ON_DISK, {"backing_off": True}, (Action.SKIP, "stored")),
+    ],
+)
+def test_refresh_and_back_off(row, lightcurves, kwargs, expected) -> None:
+    raw_file = ON_DISK if row is OK else MISSING
+    assert decide(row, raw_file, lightcurves, needs_reduction=True, **kwargs) == expected
+
+
+def test_freshness_limits_move_with_the_clock() -> None:
+    fresh = Freshness.of(2.0, 60.0)
+    now = datetime.now(UTC)
+    assert fresh.refetch_before is not None and fresh.failed_retry_before is not None
+    assert abs((now - fresh.refetch_before) - timedelta(days=2)) < timedelta(seconds=5)
+    assert abs((now - fresh.failed_retry_before) - timedelta(seconds=60)) < timedelta(seconds=5)
+    assert Freshness.of(None, None) == Freshness()
