@@ -36,15 +36,16 @@ from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targ
 from aretriever.config import config_hash, to_yaml
 from aretriever.errors import ConfigError, WriteError
 from aretriever.histogram_file import HistogramFile
-from aretriever.http import Lane, LaneStats
+from aretriever.http import Lane, LaneStats, make_limiter
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
 from aretriever.skipcheck import Decision, Freshness, Products, check_batch
 from aretriever.store import paths
 from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
-from aretriever.store.models import Failure
+from aretriever.store.models import Failure, WorkItem
 from aretriever.store.writers import FileWriter, RowWriter, Upsert
 from aretriever.summary import Outcome, RunSummary
+from aretriever.workqueue import WorkQueue
 
 log = logging.getLogger("aretriever.engine")
 
@@ -140,9 +141,18 @@ class Engine:
         self._lanes: dict[str, _LaneRuntime] = {}
         self._adapters = {name: get_adapter(name, cfg) for name in self.observatories}
         self._stores: Stores | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._queue: WorkQueue | None = None
+        self._pending: Counter[str] = Counter()  # shared queue: lane results still due per source
+        if cfg.engine.shared_queue and not self.db_url.startswith("postgresql"):
+            raise ConfigError(
+                "config: engine.shared_queue: several workers share their work through PostgreSQL;"
+                f" store.db_url is {self.db_url.split(':', 1)[0]} (SQLite is for one process)"
+            )
         self._one_run = anyio.Lock()
         self._listener: ResultSink | None = None
         self._failed_before = 0
+        self._lanes_in_run = 0
 
     # -- control -------------------------------------------------------------------------------
 
@@ -173,6 +183,8 @@ class Engine:
         """
 
         def batches(stores: Stores) -> AsyncIterator[list[Target]]:
+            if self.cfg.engine.shared_queue:
+                return self._shared_batches(catalog, start, stop, stores)
             return self._catalog_batches(catalog, start, stop, stores)
 
         return await self._run(batches, catalog.name, on_result=on_result)
@@ -310,10 +322,13 @@ class Engine:
             self._new_run_state(catalog)
             self._listener = on_result
             chosen = {name: lane for name, lane in self._lanes.items() if lanes is None or name in lanes}
+            self._lanes_in_run = len(chosen)
             before = {name: _snapshot(lane.http.stats) for name, lane in chosen.items()}
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._grace_watchdog, name="grace-watchdog")
                 outer.start_soon(self._save_histograms, name="histogram-saver")
+                if self.cfg.engine.shared_queue:
+                    outer.start_soon(self._heartbeat, name="claim-heartbeat")
                 with self._work_scope:
                     async with anyio.create_task_group() as tg:
                         self._start_lanes(tg, chosen, batches(stores))
@@ -377,7 +392,9 @@ class Engine:
             cfg: LaneConfig = getattr(self.cfg.observatories, name)
             connector = aiohttp.TCPConnector(limit=cfg.max_concurrency)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-            http = Lane(name, cfg, session, scratch_dir=str(self._fresh_scratch(name)))
+            # several workers share the archive's limit: each takes its part (docs/operations.md)
+            limiter = make_limiter(cfg.rate_per_s / self.cfg.engine.n_workers)
+            http = Lane(name, cfg, session, limiter=limiter, scratch_dir=str(self._fresh_scratch(name)))
             pipeline = SourcePipeline(
                 adapter=adapter,
                 http=http,
@@ -444,6 +461,49 @@ class Engine:
             for lo in range(0, len(targets), size):
                 yield targets[lo : lo + size]
 
+    async def _shared_batches(
+        self, catalog: Catalog, start: int, stop: int | None, stores: Stores
+    ) -> AsyncIterator[list[Target]]:
+        """Enqueue the range (idempotent), then claim batches until every item is done."""
+        if self._sessions is None:  # pragma: no cover - opened first
+            raise RuntimeError("engine: not opened")
+        queue = WorkQueue(self._sessions, catalog.name, lease_s=self.cfg.engine.lease_s)
+        self._queue = queue
+        async for targets in self._catalog_batches(catalog, start, stop, stores):
+            await queue.enqueue(targets)
+        size = self.cfg.engine.claim_batch
+        while not self._stopping.is_set():
+            if len(queue.held) >= 2 * size:  # hold no more than we work on: the others need some
+                await anyio.sleep(0.05)
+                continue
+            claimed = await queue.claim(size)
+            if claimed:
+                self._pending.update({t.name: self._lanes_in_run for t in claimed})
+                yield claimed
+            elif await queue.open_items() == 0:
+                return
+            else:  # held by others (or our own, in flight): wait for them to finish or lapse
+                await anyio.sleep(min(1.0, self.cfg.engine.lease_s / 4))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.cfg.engine.lease_s / 3)
+            if self._queue is not None:
+                await self._queue.heartbeat()
+
+    async def _mark_done(self, result: SourceResult) -> None:
+        """Once every lane has reported a claimed source, mark its item done (after its rows)."""
+        if self._queue is None or self._stores is None or result.source not in self._pending:
+            return
+        self._pending[result.source] -= 1
+        if self._pending[result.source] > 0:
+            return
+        del self._pending[result.source]
+        row = self._queue.done_row(result.source)
+        if row is not None:
+            keys = ("catalog", "source_name")
+            await self._stores.rows.put(Upsert(WorkItem, [row], keys, ("state", "worker", "lease_until")))
+
     async def _record_bad_rows(self, bad: list[BadRow], stores: Stores) -> None:
         for row in bad:
             log.warning("catalog: row %d (%s): %s", row.index, row.name, row.reason)
@@ -468,10 +528,13 @@ class Engine:
         work: MemoryObjectSendStream[Decision],
     ) -> None:
         """Decide in bulk what each source needs; skipped sources never reach a fetcher."""
+        sessions = self.sessions
+        if sessions is None:  # pragma: no cover - lanes run only while the engine is open
+            raise RuntimeError("engine: not opened")
         async with batches, work:
             async for batch in batches:
                 decisions = await check_batch(
-                    self._sessions,
+                    sessions,
                     lane.name,
                     batch,
                     self.products,
@@ -504,6 +567,7 @@ class Engine:
             callback(result)
         if self._listener is not None:
             await self._listener(result)
+        await self._mark_done(result)
 
     async def _save_histograms(self) -> None:
         while self.histograms is not None:

@@ -403,6 +403,24 @@ class EngineConfig(Part):
     analyze: bool = Field(
         True, description="analyse reduced lightcurves (S/N, detections)", json_schema_extra=OPERATIONAL
     )
+    shared_queue: bool = Field(
+        False,
+        description="share the catalog with other workers through PostgreSQL (work_items, SKIP LOCKED claims)",
+        json_schema_extra=OPERATIONAL,
+    )
+    n_workers: int = Field(
+        1,
+        ge=1,
+        description="workers sharing the archives: each lane takes rate_per_s / n_workers",
+        json_schema_extra=OPERATIONAL,
+    )
+    lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="a claim lapses this long after its worker's last heartbeat",
+        json_schema_extra=OPERATIONAL,
+    )
+    claim_batch: int = Field(50, ge=1, description="sources claimed at a time", json_schema_extra=OPERATIONAL)
     refresh_after_days: float | None = Field(
         None,
         gt=0,
@@ -461,13 +479,25 @@ class DaemonConfig(Part):
     interval_s: float = Field(
         300.0, gt=0, description="wait between two passes over the catalogs", json_schema_extra=OPERATIONAL
     )
-    host: str = Field("127.0.0.1", description="address of /healthz and /metrics", json_schema_extra=OPERATIONAL)
-    port: int = Field(9108, ge=0, le=65535, description="port of /healthz and /metrics (0: any free port)", json_schema_extra=OPERATIONAL)
+    host: str = Field(
+        "127.0.0.1", description="address of /healthz and /metrics", json_schema_extra=OPERATIONAL
+    )
+    port: int = Field(
+        9108,
+        ge=0,
+        le=65535,
+        description="port of /healthz and /metrics (0: any free port)",
+        json_schema_extra=OPERATIONAL,
+    )
     log_format: Literal["text", "json"] = Field(
         "json", description="one line per event: JSON objects or plain text", json_schema_extra=OPERATIONAL
     )
-    log_file: Path | None = Field(None, description="log here, rotating (None: stderr)", json_schema_extra=OPERATIONAL)
-    log_max_mb: float = Field(50.0, gt=0, description="rotate the log file at this size", json_schema_extra=OPERATIONAL)
+    log_file: Path | None = Field(
+        None, description="log here, rotating (None: stderr)", json_schema_extra=OPERATIONAL
+    )
+    log_max_mb: float = Field(
+        50.0, gt=0, description="rotate the log file at this size", json_schema_extra=OPERATIONAL
+    )
     log_backups: int = Field(5, ge=0, description="rotated log files kept", json_schema_extra=OPERATIONAL)
 
 

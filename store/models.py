@@ -425,3 +425,28 @@ class Failure(Base):
 
 #: the column stamped by every upsert (see :class:`aretriever.store.writers.Upsert`)
 UPDATED_COLUMNS = {"updated_at", "last_at"}
+
+
+class WorkItem(Base):
+    """One catalog source in the work queue shared by several workers (PostgreSQL only).
+
+    ``state`` goes ``pending`` -> ``claimed`` (by ``worker`` until ``lease_until``, renewed by
+    its heartbeat) -> ``done`` (written after the source's rows). A claim whose lease lapsed is
+    claimed again by another worker: its worker died.
+    """
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        sa.UniqueConstraint("catalog", "source_name", name="uq_work_items_key"),
+        sa.Index("ix_work_items_state", "catalog", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    catalog: Mapped[str] = mapped_column(sa.String)
+    source_name: Mapped[str] = mapped_column(sa.String)
+    target: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    state: Mapped[str] = mapped_column(sa.String, default="pending", server_default="pending")
+    worker: Mapped[str | None] = mapped_column(sa.String)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claims: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = _updated()

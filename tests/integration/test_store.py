@@ -37,7 +37,7 @@ from aretriever.store.models import (
 from aretriever.store.writers import Delete, Replace, RowWriter, Upsert
 
 LC_KEYS = ("source_name", "observatory", "project", "cfg_hash", "series_number", "simulation_number")
-TABLES = {"sources", "raw_photometry", "lightcurves", "properties", "detections", "failures"}
+TABLES = {"sources", "raw_photometry", "lightcurves", "properties", "detections", "failures", "work_items"}
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -116,7 +116,7 @@ async def test_migration_from_empty_to_head(db_url: str) -> None:
     engine = db.create_engine(db_url)
     head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
     try:
-        assert head == "0002"
+        assert head == "0003"
         assert await db.current_revision(engine) is None
         await db.migrate(engine)
         await db.migrate(engine)  # idempotent
@@ -147,7 +147,7 @@ async def test_concurrent_migrations_do_not_collide(db_url: str) -> None:
     engines = [db.create_engine(db_url) for _ in range(3)]
     try:
         await asyncio.gather(*(db.migrate(e) for e in engines))
-        assert await db.current_revision(engines[0]) == "0002"
+        assert await db.current_revision(engines[0]) == "0003"
     finally:
         for engine in engines:
             await engine.dispose()
