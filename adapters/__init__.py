@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP: Final = "aretriever.adapters"
 
 _BUILTIN: Final[dict[str, str]] = {
+    "demo": "aretriever.adapters.demo:DemoAdapter",
     "tess": "aretriever.adapters.tess:TessAdapter",
     "ztf": "aretriever.adapters.ztf:ZtfAdapter",
 }

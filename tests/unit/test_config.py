@@ -367,7 +367,7 @@ def test_unknown_key_names_path_suggestion_allowed_and_file(tmp_path: Path) -> N
 def test_unknown_top_level_key_without_suggestion() -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(False, overrides={"zzz": 1})
-    allowed = "analysis, catalog, engine, observatories, project, store"
+    allowed = "analysis, catalog, daemon, engine, observatories, project, store"
     assert errors_of(exc) == [f"config: zzz: unknown key (allowed: {allowed})"]
 
 

@@ -61,11 +61,11 @@ def test_unknown_name_lists_the_available_ones() -> None:
 
 
 def test_third_party_adapter_from_entry_point(plugins: list[EntryPoint]) -> None:
-    assert registry.available() == sorted(["sky", "tess", "ztf"])
+    assert registry.available() == sorted(["demo", "sky", "tess", "ztf"])
     adapter = registry.get_adapter("sky", Config())
     assert type(adapter).__name__ == "SkyAdapter"
     assert adapter.cfg is None  # no section for it in Config.observatories
-    assert set(registry.ADAPTERS) == {"sky", "tess", "ztf"}
+    assert set(registry.ADAPTERS) == {"demo", "sky", "tess", "ztf"}
 
 
 def test_broken_third_party_adapter(plugins: list[EntryPoint]) -> None:
