@@ -52,6 +52,7 @@ from .paths import (
     safe_name,
     set_data_root,
 )
+from .sessions import NoOpSession, Session, SmartSession, sync_engine, use_database
 from .writers import Delete, FileWriter, Op, Replace, RowWriter, Upsert
 
 __all__ = [
@@ -62,12 +63,15 @@ __all__ = [
     "Failure",
     "FileWriter",
     "Lightcurve",
+    "NoOpSession",
     "Op",
     "Properties",
     "RawPhotometry",
     "RawStatus",
     "Replace",
     "RowWriter",
+    "Session",
+    "SmartSession",
     "Source",
     "Stage",
     "Upsert",
@@ -96,6 +100,8 @@ __all__ = [
     "safe_name",
     "session_factory",
     "set_data_root",
+    "sync_engine",
+    "use_database",
     "verify_h5",
     "write_h5",
 ]
