@@ -18,6 +18,7 @@ under its final name is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -254,7 +255,10 @@ def write_h5(path: Path, tables: Tables, *, fsync: bool = False) -> int:
     except Exception as exc:
         raise WriteError(f"store: cannot write {path} (key {key!r}): {exc}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        # the folder may be what failed (a file in its place, gone, read-only): the WriteError
+        # above is the error to report, not a failed clean-up of a temporary that never was
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def read_h5(path: Path, key: str) -> tuple[pd.DataFrame, dict[str, Any]]:

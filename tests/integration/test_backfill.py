@@ -203,3 +203,20 @@ def test_verify_opens_files_and_refetches_the_unreadable(run_cli, archive, tmp_p
     assert (ztf["refetched"], ztf["skipped"], archive.archive.count()) == (1, 3, 1)
     with h5py.File(victim) as f:
         assert len(f.keys()) == 1
+
+
+def test_an_unwritable_data_root_fails_clearly_and_leaves_no_row_without_its_file(
+    run_cli, archive, db_url, tmp_path
+) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "ZTF").write_text("a file where the ZTF folder should be")  # writes fail, even as root
+    summary = tmp_path / "s.json"
+    assert run_cli("--summary-json", str(summary), size=3) == 1
+    ztf = json.loads(summary.read_text())["observatories"]["ztf"]
+    assert ztf["failed"] == 3 and ztf["failures"] == {"WriteError": 3}
+    failures = query(db_url, "select stage, last_error from failures order by source_name")
+    assert [stage for stage, _ in failures] == ["write"] * 3
+    assert all("ZTF" in error and "cannot" in error.lower() for _, error in failures), failures
+    assert query(db_url, "select count(*) from raw_photometry") == [(0,)]
+    assert query(db_url, "select count(*) from lightcurves") == [(0,)]
