@@ -14,6 +14,7 @@ rows, fetchers finish what they hold (for up to ``grace_s``), and the writers fl
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import time
@@ -41,7 +42,7 @@ from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
 from aretriever.skipcheck import Decision, Freshness, Products, check_batch
 from aretriever.store import paths
-from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
+from aretriever.store.db import create_engine, migrate, resolve_db_url, retry_transient, session_factory
 from aretriever.store.models import Failure, WorkItem
 from aretriever.store.writers import FileWriter, RowWriter, Upsert
 from aretriever.summary import Outcome, RunSummary
@@ -470,17 +471,17 @@ class Engine:
         queue = WorkQueue(self._sessions, catalog.name, lease_s=self.cfg.engine.lease_s)
         self._queue = queue
         async for targets in self._catalog_batches(catalog, start, stop, stores):
-            await queue.enqueue(targets)
+            await retry_transient(functools.partial(queue.enqueue, targets), what="work queue: enqueue")
         size = self.cfg.engine.claim_batch
         while not self._stopping.is_set():
             if len(queue.held) >= 2 * size:  # hold no more than we work on: the others need some
                 await anyio.sleep(0.05)
                 continue
-            claimed = await queue.claim(size)
+            claimed = await retry_transient(functools.partial(queue.claim, size), what="work queue: claim")
             if claimed:
                 self._pending.update({t.name: self._lanes_in_run for t in claimed})
                 yield claimed
-            elif await queue.open_items() == 0:
+            elif await retry_transient(queue.open_items, what="work queue: count") == 0:
                 return
             else:  # held by others (or our own, in flight): wait for them to finish or lapse
                 await anyio.sleep(min(1.0, self.cfg.engine.lease_s / 4))
@@ -489,7 +490,7 @@ class Engine:
         while True:
             await anyio.sleep(self.cfg.engine.lease_s / 3)
             if self._queue is not None:
-                await self._queue.heartbeat()
+                await retry_transient(self._queue.heartbeat, what="work queue: heartbeat")
 
     async def _mark_done(self, result: SourceResult) -> None:
         """Once every lane has reported a claimed source, mark its item done (after its rows)."""
@@ -533,16 +534,21 @@ class Engine:
             raise RuntimeError("engine: not opened")
         async with batches, work:
             async for batch in batches:
-                decisions = await check_batch(
-                    sessions,
-                    lane.name,
-                    batch,
-                    self.products,
-                    self.data_root,
-                    verify=self.cfg.engine.verify,
-                    freshness=Freshness.of(
-                        self.cfg.engine.refresh_after_days, self.cfg.engine.retry_failed_after_s
+                freshness = Freshness.of(
+                    self.cfg.engine.refresh_after_days, self.cfg.engine.retry_failed_after_s
+                )
+                decisions = await retry_transient(
+                    functools.partial(
+                        check_batch,
+                        sessions,
+                        lane.name,
+                        batch,
+                        self.products,
+                        self.data_root,
+                        verify=self.cfg.engine.verify,
+                        freshness=freshness,
                     ),
+                    what=f"{lane.name}: skip check",
                 )
                 for decision in decisions:
                     if self._stopping.is_set():

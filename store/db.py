@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import numpy as np
@@ -37,12 +38,15 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from aretriever.errors import StoreError
-
-if TYPE_CHECKING:
-    from alembic.config import Config as AlembicConfig
 from aretriever.settings import StoreConfig
 
 from .models import NOW_OPTION, UPDATED_COLUMNS, Base, UTCDateTime
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+log = logging.getLogger("aretriever.store")
+T = TypeVar("T")
 
 DB_URL_ENV = "ARETRIEVER_DB_URL"
 SQLITE_FILENAME = "aretriever.sqlite"
@@ -264,6 +268,29 @@ def is_transient(exc: BaseException) -> bool:
             return sqlstate.startswith(_TRANSIENT_SQLSTATES)
         return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
     return isinstance(exc, (sa.exc.TimeoutError, OSError))
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]], *, what: str, for_s: float = 120.0, base_s: float = 0.05
+) -> T:
+    """``await call()``, again while it fails for a transient reason, for up to ``for_s`` seconds.
+
+    For the engine's reads and claims (skip checks, the work queue): a database restarting for a
+    few seconds pauses the run instead of ending it. Writes have their own retries (RowWriter).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + for_s
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            attempt += 1
+            delay = retry_delay(exc, attempt, deadline - loop.time(), base_s)
+            if delay is None:
+                raise
+            log.warning("store: %s failed (%r); retry %d in %.2f s", what, exc, attempt, delay)
+            await asyncio.sleep(delay)
 
 
 def retry_delay(
