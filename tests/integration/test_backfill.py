@@ -220,3 +220,27 @@ def test_an_unwritable_data_root_fails_clearly_and_leaves_no_row_without_its_fil
     assert all("ZTF" in error and "cannot" in error.lower() for _, error in failures), failures
     assert query(db_url, "select count(*) from raw_photometry") == [(0,)]
     assert query(db_url, "select count(*) from lightcurves") == [(0,)]
+
+
+def test_refresh_age_and_failure_back_off(run_cli, archive, db_url, tmp_path) -> None:
+    summary = tmp_path / "s.json"
+
+    def lane(*args: str) -> dict[str, Any]:
+        assert run_cli("--summary-json", str(summary), *args, size=4) in (0, 1)
+        return json.loads(summary.read_text())["observatories"]["ztf"]  # type: ignore[no-any-return]
+
+    assert lane()["fetched"] == 4
+    assert lane("--set", "engine.refresh_after_days=30")["skipped"] == 4  # fresh: kept
+    archive.archive.reset_counts()
+    refreshed = lane("--set", "engine.refresh_after_days=0.000001")  # older than ~0.1 s: fetched again
+    assert refreshed["refetched"] == 4 and archive.archive.count(ZTF) == 4
+
+    # a source that failed waits for the back-off before it is tried again
+    archive.archive.faults = Faults(error_rate=1.0)
+    failing = ("--set", "observatories.ztf.max_attempts=1", "--set", "engine.refresh_after_days=0.000001")
+    assert lane(*failing)["failed"] == 4
+    archive.archive.reset_counts()
+    waiting = lane(*failing, "--set", "engine.retry_failed_after_s=3600")
+    assert waiting["skipped"] == 4 and archive.archive.count(ZTF) == 0
+    archive.archive.faults = Faults()
+    assert lane("--set", "engine.refresh_after_days=0.000001")["refetched"] == 4  # no back-off set: retried
