@@ -141,11 +141,14 @@ class Retriever:
         )
         send, receive = anyio.create_memory_object_stream[SourceResult](_RESULTS_BUFFER)
         done = anyio.Event()
+        failed: list[Exception] = []
 
         async def run() -> None:
             with send:
                 try:
                     await self.engine.run(opened, start, stop, on_result=_forward(send))
+                except Exception as exc:  # the caller's loop raises it: a run never ends silently
+                    failed.append(exc)
                 finally:
                     done.set()
 
@@ -154,6 +157,8 @@ class Retriever:
             with receive:
                 async for result in receive:
                     yield result
+            if failed:
+                raise failed[0]
         finally:
             if not done.is_set():
                 self.engine.request_stop()

@@ -180,3 +180,20 @@ def test_it_runs_under_anyio(tmp_path: Path) -> None:
             await archive.close()
 
     assert anyio.run(main, backend="asyncio") == ["fetched", "fetched"]
+
+
+async def test_a_failed_run_raises_in_the_callers_loop(
+    archive_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aretriever.errors import StoreError
+
+    with ThreadPoolExecutor(1) as pool:
+        async with Retriever(_config(archive_url, tmp_path / "data"), executor=pool) as r:
+
+            async def broken(*args: Any, **kwargs: Any) -> None:
+                raise StoreError("store: the database went away for good")
+
+            monkeypatch.setattr(r.engine, "run", broken)
+            with pytest.raises(StoreError, match="went away"):
+                async for _ in r.backfill("test"):
+                    pass
