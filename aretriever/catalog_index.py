@@ -177,15 +177,30 @@ class Lookups:
             self._lookup = CatalogLookup.load(self)
         return self._lookup  # type: ignore[no-any-return]
 
-    def get_row(self, index_or_name: int | str) -> pd.Series:
+    def get_row(self, index_or_name: int | str, index_type: str | None = None, output: str = "pandas") -> Any:
         """The row with this row number (0-based) or source name.
+
+        ``index_type`` (``"number"`` or ``"name"``) and ``output`` (``"pandas"``, ``"dict"``,
+        ``"list"``) are the seed's arguments: ``catalog.get_row(7, "number", "dict")``.
 
         Raises
         ------
         CatalogError
-            If the number is out of range or no row has that name.
+            If the number is out of range, no row has that name, or an argument is unknown.
         """
-        return self.lookup().get_row(index_or_name)
+        if index_type not in (None, "number", "name"):
+            raise CatalogError(f"catalog: index_type must be 'number' or 'name' (got {index_type!r})")
+        key: int | str = str(index_or_name) if index_type == "name" else index_or_name
+        if index_type == "number":
+            key = int(index_or_name)
+        row = self.lookup().get_row(key)
+        if output == "pandas":
+            return row
+        if output == "dict":
+            return row.to_dict()
+        if output == "list":
+            return row.tolist()
+        raise CatalogError(f"catalog: output must be 'pandas', 'dict' or 'list' (got {output!r})")
 
     def get_nearest_row(self, ra: float, dec: float, radius_arcsec: float) -> pd.Series | None:
         """The row closest to (ra, dec) in degrees, if it is within ``radius_arcsec``.

@@ -20,11 +20,9 @@ async callers. The command line equivalent is ``python -m aretriever.fetch --pro
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import shutil
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -35,14 +33,16 @@ from aretriever.catalog import Catalog
 from aretriever.catalog_remote import open_catalog_async
 from aretriever.config import load_config, public_dict
 from aretriever.engine import Engine, products_for, write_version_config
+from aretriever.observatories import ObservatoryList, VirtualObservatory, observatory
 from aretriever.science.analysis import efficiency_table
 from aretriever.science.histograms import ScoreHistograms, histogram_path
-from aretriever.settings import Config
+from aretriever.settings import Config, ProjectConfig
 from aretriever.skipcheck import Products
 from aretriever.store import paths
 from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
 from aretriever.store.models import Detection, Lightcurve, Properties
 from aretriever.summary import RunSummary
+from aretriever.syncrun import run_sync as _run_sync
 
 log = logging.getLogger("aretriever.project")
 
@@ -73,8 +73,14 @@ class Project:
         **kwargs: Any,
     ) -> None:
         self.cfg: Config = load_config(cfg_file, cfg_key, project=name, overrides=kwargs or None)
+        self._observatories: ObservatoryList | None = None
 
     # -- where things are ----------------------------------------------------------------------
+
+    @property
+    def pars(self) -> ProjectConfig:
+        """The project's parameters (the seed's ``proj.pars``): ``proj.pars.version_control = True``."""
+        return self.cfg.project
 
     @property
     def name(self) -> str:
@@ -175,6 +181,23 @@ class Project:
         finally:
             await engine.dispose()
 
+    @property
+    def observatories(self) -> ObservatoryList:
+        """The project's observatory objects: ``proj.observatories["ZTF"]``, ``[0]``, ``proj.ztf``."""
+        if self._observatories is None:
+            self._observatories = ObservatoryList(
+                observatory(name, cfg=self.cfg) for name in self.cfg.project.obs_names
+            )
+        return self._observatories
+
+    def __getattr__(self, name: str) -> VirtualObservatory:
+        if name.startswith("_") or name == "cfg":
+            raise AttributeError(name)
+        try:
+            return self.observatories[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(f"Project has no attribute or observatory {name!r}") from None
+
     def __repr__(self) -> str:
         vc = f", version {self.cfg_hash}" if self.cfg.project.version_control else ""
         return f"Project({self.name!r}, {self.cfg.project.obs_names}{vc})"
@@ -182,22 +205,3 @@ class Project:
     def config(self) -> dict[str, Any]:
         """The configuration as plain data, without credentials."""
         return public_dict(self.cfg)
-
-
-def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from synchronous code, even inside a running event loop."""
-
-    async def main() -> T:
-        return await make()
-
-    def in_new_loop() -> T:
-        coro: Coroutine[Any, Any, T] = main()
-        return asyncio.run(coro)
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return in_new_loop()
-    # a notebook's loop is running in this thread: run ours beside it
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aretriever-project") as pool:
-        return pool.submit(in_new_loop).result()

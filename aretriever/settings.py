@@ -77,6 +77,15 @@ class LaneConfig(Part):
         None, description="only for non-public data; from config or environment"
     )
 
+    @property
+    def num_threads_download(self) -> int:
+        """The seed's name for the lane's concurrency (0, "no threads", means one at a time)."""
+        return self.max_concurrency
+
+    @num_threads_download.setter
+    def num_threads_download(self, value: int) -> None:
+        self.max_concurrency = max(1, int(value))
+
 
 class ZtfReducerConfig(Part):
     """How raw ZTF photometry becomes lightcurves."""

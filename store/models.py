@@ -183,6 +183,25 @@ class DataFileMixin:
         setattr(self, _DATA_CACHE, frame)
         return frame
 
+    def save(self, data_root: Path | None = None) -> Path:
+        """Write ``data`` to ``filename``/``filekey`` (other tables of the file are kept).
+
+        Interactive use: inside the engine, files go through the file writer. The file is
+        rewritten under a temporary name and renamed, so a failure leaves the old file whole.
+        """
+        data: pd.DataFrame | None = getattr(self, _DATA_CACHE, None)
+        if data is None or not self.filekey:
+            raise StoreError(f"store: {self!r} has no data or no filekey to save")
+        path = self.get_fullname(data_root)
+        tables: dict[str, tuple[pd.DataFrame, dict[str, Any]]] = {}
+        for key in hdf5.h5_keys(path) if path.exists() else []:
+            if key != self.filekey:
+                tables[key] = hdf5.read_h5(path, key)
+        tables[self.filekey] = (data, dict(getattr(self, "meta", None) or {}))
+        self.nbytes = hdf5.write_h5(path, tables)
+        self.num_rows = len(data)
+        return path
+
     def delete_data_from_disk(self, data_root: Path | None = None) -> bool:
         """Remove this table from its file (the file too if it was its last table).
 

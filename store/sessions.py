@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import ORMExecuteState, lazyload, sessionmaker
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import sessionmaker
 
 from . import paths
 from .db import DB_URL_ENV, normalize_url
@@ -83,7 +83,15 @@ def Session(url: str | None = None, *, data_root: Path | None = None) -> OrmSess
     session = sessionmaker(bind=sync_engine(url), expire_on_commit=False)()
     root = data_root or paths.data_root()
     event.listen(session, "loaded_as_persistent", lambda _s, obj: _bind(obj, root))
+    event.listen(session, "do_orm_execute", _lazy_relationships)
     return session
+
+
+def _lazy_relationships(state: ORMExecuteState) -> None:
+    # the models raise on implicit loads (async sessions cannot do IO behind an attribute);
+    # a notebook's synchronous session can, so ``source.raw_photometry[0]`` works as in the seed
+    if state.is_select:
+        state.statement = state.statement.options(lazyload("*"))
 
 
 def _bind(obj: object, root: Path) -> None:

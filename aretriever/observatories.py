@@ -1,0 +1,296 @@
+"""The seed's observatory objects for notebooks: ``VirtualZTF``, ``VirtualTESS``, ``VirtualDemoObs``.
+
+A thin synchronous face over the engine, not a second implementation::
+
+    obs = VirtualZTF(name="ZTF", reducer={"gap": 60})       # parameters of observatories.ztf
+    source = obs.fetch_source(obs.catalog.get_row(0, "number", "dict"))  # fetched, stored, reduced
+    obs.fetch_all_sources(0, 1000)                           # the engine: rate limits, retries, skips
+    lcs = obs.reduce(RawPhotometry(filename="raw.h5").load() and raw, data_type="photometry")
+
+Fetching goes through the engine (same skip check, lanes, writers and database as the CLI);
+``reduce`` calls the adapter's pure reduction in process and returns unsaved
+:class:`~aretriever.store.models.Lightcurve` objects (``lc.save()`` writes one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from aretriever.adapters import get_adapter
+from aretriever.adapters.base import Adapter, Target
+from aretriever.catalog import SearchableCatalog, chunk_to_targets, open_catalog
+from aretriever.config import load_config
+from aretriever.engine import Engine, products_for
+from aretriever.errors import CatalogError, ConfigError
+from aretriever.settings import Config, LaneConfig
+from aretriever.store import hdf5, paths
+from aretriever.store.db import resolve_db_url
+from aretriever.store.models import Lightcurve, RawPhotometry, Source
+from aretriever.store.sessions import Session
+from aretriever.summary import RunSummary
+from aretriever.syncrun import run_sync as _run_sync
+
+KEEP_LATEST = 100  # the seed's obs.sources / obs.raw_data keep this many
+
+
+class VirtualObservatory:
+    """One observatory, its parameters (``pars``), its catalog, and the latest sources it handled.
+
+    Parameters
+    ----------
+    name
+        The observatory's name (checked against the class, case-insensitive), as the seed passes it.
+    cfg
+        The whole configuration (default: ``load_config(False)``, i.e. defaults and environment).
+    catalog
+        The catalog ``fetch_all_sources`` walks (default: the configured one, opened on first use).
+    **pars
+        Parameters of ``observatories.<name>`` (seed names work: ``reducer={"gap": 60}``).
+    """
+
+    obs_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        cfg: Config | None = None,
+        catalog: SearchableCatalog | None = None,
+        **pars: Any,
+    ) -> None:
+        if name is not None and name.strip().lower() != self.obs_name:
+            raise ConfigError(f"config: {type(self).__name__} is observatory {self.obs_name!r}, not {name!r}")
+        base = cfg if cfg is not None else load_config(False)
+        section: LaneConfig = getattr(base.observatories, self.obs_name)
+        if pars:
+            merged = {**section.model_dump(), **pars}
+            section = type(section).model_validate(merged)
+        self._base = base
+        self.pars = section
+        self._catalog = catalog
+        self.sources: list[Source] = []
+        self.raw_data: list[RawPhotometry] = []
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def cfg(self) -> Config:
+        """The configuration with this object's (possibly edited) ``pars``, only this lane."""
+        observatories = self._base.observatories.model_copy(update={self.obs_name: self.pars})
+        project = self._base.project.model_copy(update={"obs_names": [self.obs_name]})
+        return self._base.model_copy(update={"observatories": observatories, "project": project})
+
+    @property
+    def adapter(self) -> Adapter:
+        return get_adapter(self.obs_name, self.cfg)
+
+    @property
+    def catalog(self) -> SearchableCatalog:
+        if self._catalog is None:
+            self._catalog = open_catalog(None, self._base.catalog)
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, value: SearchableCatalog) -> None:
+        self._catalog = value
+
+    @property
+    def data_root(self) -> Path:
+        return paths.data_root(self._base.store.data_root)
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    def fetch_source(
+        self, cat_row: Mapping[str, Any] | Target, save: bool = True, reduce: bool = True
+    ) -> Source:
+        """Fetch one catalog row (skipped if stored), save its data and rows, return its Source.
+
+        ``save=False`` is not offered: every fetch goes through the engine, which stores what it
+        gets (the seed used it for debugging; ``obs.adapter`` gives the pure steps instead).
+        """
+        if not save:
+            raise ConfigError("fetch_source(save=False) is not supported: the engine stores what it fetches")
+        target = self._target(cat_row)
+        self._run(lambda engine: engine.run_targets([target], self._catalog_name()), reduce)
+        return self._remember([target.name])[0]
+
+    def fetch_all_sources(
+        self, start: int = 0, stop: int | None = None, save: bool = True, reduce: bool = True
+    ) -> RunSummary:
+        """Backfill catalog rows ``start`` to ``stop``; ``sources``/``raw_data`` hold the latest."""
+        if not save:
+            raise ConfigError(
+                "fetch_all_sources(save=False) is not supported: the engine stores what it fetches"
+            )
+        names: list[str] = []
+        catalog = self.catalog
+
+        def run(engine: Engine) -> Any:
+            engine.add_listener(lambda result: names.append(result.source))
+            return engine.run(catalog, start, stop)
+
+        summary: RunSummary = self._run(run, reduce)
+        self._remember(names[-KEEP_LATEST:])
+        return summary
+
+    def _run(self, work: Any, reduce: bool) -> Any:
+        cfg = self.cfg.model_copy(update={"engine": self.cfg.engine.model_copy(update={"reduce": reduce})})
+
+        async def go() -> Any:
+            return await work(Engine(cfg, catalog_name=self._catalog_name()))
+
+        return _run_sync(lambda: go())
+
+    def _catalog_name(self) -> str:
+        return self._catalog.name if self._catalog is not None else ""
+
+    def _target(self, cat_row: Mapping[str, Any] | Target) -> Target:
+        if isinstance(cat_row, Target):
+            return cat_row
+        targets, bad = chunk_to_targets(pd.DataFrame([dict(cat_row)]), self._base.catalog.columns)
+        if bad or not targets:
+            reason = bad[0].reason if bad else "no usable row"
+            raise CatalogError(f"catalog: cannot fetch {dict(cat_row)!r}: {reason}")
+        return targets[0]
+
+    def _remember(self, names: Sequence[str]) -> list[Source]:
+        """The Sources (with raw data and lightcurves loaded) of ``names``, kept on the object."""
+        query = (
+            sa.select(Source)
+            .where(Source.name.in_(list(names)))
+            .options(selectinload(Source.raw_photometry), selectinload(Source.lightcurves))
+        )
+        url = resolve_db_url(self._base.store, self.data_root)
+        with Session(url, data_root=self.data_root) as session:
+            found = {s.name: s for s in session.scalars(query)}
+        sources = [found[n] for n in names if n in found]
+        self.sources = (self.sources + sources)[-KEEP_LATEST:]
+        raws = [r for s in sources for r in s.raw_photometry if r.observatory == self.obs_name]
+        self.raw_data = (self.raw_data + raws)[-KEEP_LATEST:]
+        return sources
+
+    # -- reduction -----------------------------------------------------------------------------
+
+    def reduce(
+        self,
+        raw: RawPhotometry | Source | pd.DataFrame,
+        data_type: str = "photometry",
+        source: Target | None = None,
+    ) -> list[Lightcurve]:
+        """Reduce raw photometry to unsaved Lightcurve objects (``lc.save()`` writes one).
+
+        The source comes from ``source``, else from the raw file's metadata (name, position).
+        """
+        if data_type != "photometry":
+            raise ConfigError(f"reduce: only data_type='photometry' exists (got {data_type!r})")
+        if isinstance(raw, Source):  # the seed's obs.reduce(source): its raw data from this observatory
+            source = source or Target(raw.name, raw.ra_deg, raw.dec_deg, mag=raw.mag)
+            mine = [r for r in raw.raw_photometry if r.observatory == self.obs_name]
+            if not mine:
+                raise ConfigError(f"reduce: {raw.name} has no {self.obs_name} raw data")
+            raw = mine[0]
+        frame = raw if isinstance(raw, pd.DataFrame) else raw.data
+        target = source or self._raw_target(raw)
+        curves = self.adapter.reduce(frame, target)
+        products = products_for(self.cfg, reduce=True)
+        relpath = paths.reduced_relpath(products.folder, self.obs_name, target.name, target.ra_deg)
+        total = len(curves)
+        lcs = []
+        for number, curve in enumerate(curves, start=1):
+            lc = Lightcurve(
+                source_name=target.name,
+                observatory=self.obs_name,
+                project=products.project,
+                cfg_hash=products.cfg_hash,
+                series_number=number,
+                series_total=total,
+                simulation_number=0,
+                filter=curve.filter,
+                time_start_mjd=curve.time_start_mjd,
+                time_end_mjd=curve.time_end_mjd,
+                meta=dict(curve.meta),
+                filename=relpath,
+                filekey=paths.reduction_key(target.name, number, total),
+                num_rows=len(curve.data),
+                nbytes=0,
+            )
+            lc.data = curve.data
+            lc.bind_data_root(self.data_root)
+            lcs.append(lc)
+        return lcs
+
+    def _raw_target(self, raw: RawPhotometry | pd.DataFrame) -> Target:
+        if isinstance(raw, pd.DataFrame):
+            raise ConfigError("reduce: give source=Target(...) with a bare table")
+        path = raw.get_fullname(self.data_root)
+        keys = [raw.filekey] if raw.filekey else hdf5.h5_keys(path)
+        _, meta = hdf5.read_h5(path, keys[0])
+        name = meta.get("source_name") or raw.source_name
+        if not name or meta.get("ra_deg") is None:
+            raise ConfigError(f"reduce: {raw.filename} says nothing of its source; give source=Target(...)")
+        return Target(str(name), float(meta["ra_deg"]), float(meta["dec_deg"]), mag=meta.get("mag"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.pars!r})"
+
+
+class VirtualZTF(VirtualObservatory):
+    """ZTF through IRSA."""
+
+    obs_name = "ztf"
+
+
+class VirtualTESS(VirtualObservatory):
+    """TESS through MAST."""
+
+    obs_name = "tess"
+
+    def download_by_tic(self, tic: int) -> Source:
+        """Fetch TIC ``tic`` directly (filed under the nearest catalog row, else ``TIC <id>``)."""
+        catalog = self._catalog
+        targets: list[Target] = []
+
+        async def go() -> RunSummary:
+            engine = Engine(self.cfg, catalog_name=self._catalog_name())
+            targets.extend(await engine.resolve_ids("tess", [str(tic)], catalog))
+            return await engine.run_targets(targets, self._catalog_name())
+
+        _run_sync(go)
+        return self._remember([targets[0].name])[0]
+
+
+class VirtualDemoObs(VirtualObservatory):
+    """The simulated observatory (no network)."""
+
+    obs_name = "demo"
+
+
+OBSERVATORIES: dict[str, type[VirtualObservatory]] = {
+    cls.obs_name: cls for cls in (VirtualZTF, VirtualTESS, VirtualDemoObs)
+}
+
+
+def observatory(name: str, **kwargs: Any) -> VirtualObservatory:
+    """The observatory object called ``name`` (``"ztf"``, ``"tess"``, ``"demo"``)."""
+    cls = OBSERVATORIES.get(name.strip().lower())
+    if cls is None:
+        raise ConfigError(f"config: unknown observatory {name!r}; available: {sorted(OBSERVATORIES)}")
+    return cls(**kwargs)
+
+
+class ObservatoryList(list[VirtualObservatory]):
+    """A project's observatories: by position (``[0]``) or by name (``["ZTF"]``)."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            for obs in self:
+                if obs.obs_name == key.strip().lower():
+                    return obs
+            raise KeyError(f"no observatory {key!r} in this project ({[o.obs_name for o in self]})")
+        return super().__getitem__(key)
