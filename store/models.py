@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 from aretriever.errors import StoreError
 
@@ -195,9 +195,14 @@ class DataFileMixin:
         path = self.get_fullname(data_root)
         tables: dict[str, tuple[pd.DataFrame, dict[str, Any]]] = {}
         for key in hdf5.h5_keys(path) if path.exists() else []:
-            if key != self.filekey:
-                tables[key] = hdf5.read_h5(path, key)
-        tables[self.filekey] = (data, dict(getattr(self, "meta", None) or {}))
+            tables[key] = hdf5.read_h5(path, key)
+        # the file's own metadata of this table (source, position, archive) stays; the row's adds
+        _, attrs = tables.get(self.filekey, (data, {}))
+        attrs = {**attrs, **(getattr(self, "meta", None) or {})}
+        band = getattr(self, "filter", None)
+        if band:
+            attrs["filter"] = band
+        tables[self.filekey] = (data, attrs)
         self.nbytes = hdf5.write_h5(path, tables)
         self.num_rows = len(data)
         return path
@@ -264,6 +269,20 @@ class RawPhotometry(DataFileMixin, Base):
 
     source: Mapped[Source] = relationship(back_populates="raw_photometry", lazy="raise")
     lightcurves: Mapped[list[Lightcurve]] = relationship(back_populates="raw", **_CHILDREN)
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """Plot the raw photometry: magnitude against MJD, one colour per filter (``filtercode``,
+        ``filter`` or none); reads ``data`` if needed."""
+        from aretriever.plot import plot_lightcurve  # matplotlib is imported only when plotting
+
+        data = self.data
+        column = next((c for c in ("filtercode", "filter") if c in data), None)
+        groups = data.groupby(column, sort=True) if column else [(self.observatory, data)]
+        for band, part in groups:
+            ax = plot_lightcurve(part, filter=str(band), ax=ax, label=f"{self.source_name} {band}")
+        if ax is None:
+            raise StoreError(f"store: {self!r} has no rows to plot")
+        return ax
 
     def __repr__(self) -> str:
         return f"RawPhotometry({self.source_name!r}, {self.observatory!r}, {self.status!r})"
@@ -469,3 +488,14 @@ class WorkItem(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claims: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = _updated()
+
+
+# The seed's queries filter on ``RawPhotometry.source_id == source.id``; rows here refer to their
+# source by name, so ``source_id`` is the source's id looked up in SQL (deferred: loaded on access
+# in synchronous sessions, usable in any WHERE clause).
+RawPhotometry.source_id = deferred(
+    sa.select(Source.id).where(Source.name == RawPhotometry.source_name).scalar_subquery()
+)
+Lightcurve.source_id = deferred(
+    sa.select(Source.id).where(Source.name == Lightcurve.source_name).scalar_subquery()
+)

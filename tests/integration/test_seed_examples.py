@@ -76,6 +76,20 @@ def test_reducing_lightcurves_then_using_the_data(env, db_url: str, tmp_path: Pa
     assert lcs and obs.pars.reducer.gap_days == 60
     assert all(isinstance(lc, Lightcurve) and len(lc.data) == lc.num_rows > 0 for lc in lcs)
 
+    import matplotlib
+
+    matplotlib.use("Agg")
+    with Session() as session:
+        source = session.scalars(sa.select(Source).where(Source.name == stored.name)).first()
+        data = session.scalars(sa.select(RawPhotometry).where(RawPhotometry.source_id == source.id)).first()
+        assert data.filename.startswith("ZTF/RA") and data.filekey == data.source_name
+        assert data.get_fullname() == raw_file
+        mag_array = data.data["mag"]
+        ax = data.plot()
+        assert len(ax.containers) >= 1 and ax.yaxis_inverted()
+        data.save()  # rewrites the same table in place
+        assert len(data.load()["mag"]) == len(mag_array)
+
     session = Session()
     sources = session.scalars(sa.select(Source)).all()
     assert {s.name for s in sources} == {stored.name}
