@@ -131,3 +131,27 @@ def test_demo_observatory_and_the_factory(env, db_url: str) -> None:
         VirtualZTF(name="TESS")
     with pytest.raises(ConfigError, match="unknown observatory"):
         observatory("hubble")
+
+
+def test_the_example_script_runs(db_url: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[2] / "docs" / "examples" / "seed_readme.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--data-root", str(tmp_path / "data"), "--db-url", db_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "download_by_tic: TIC 261136679 1 lightcurve(s)" in out
+    assert "sources: 5 raw data: 5" in out
+    assert "all examples ran" in out
+    # TESS: TIC 261136679 and 3 catalog rows; ZTF: 5 project rows and J123.1+32.13
+    assert query(db_url, "select observatory, count(*) from raw_photometry group by 1 order by 1") == [
+        ("tess", 4),
+        ("ztf", 6),
+    ]
