@@ -35,5 +35,6 @@ class NewAnalysis(Analysis):
 
     def process(self, data: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
         processed = super().process(data, zero_point_mag)
-        processed["mag_running_median"] = processed["mag"].rolling(self.window, center=True, min_periods=1).median()
+        rolling = processed["mag"].rolling(self.window, center=True, min_periods=1)
+        processed["mag_running_median"] = rolling.median()
         return processed
