@@ -18,25 +18,33 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import aiohttp
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from aretriever.adapters import get_adapter
-from aretriever.adapters.base import Adapter, Target
+from aretriever.adapters.base import Adapter, Fetched, Target
 from aretriever.catalog import SearchableCatalog, chunk_to_targets, open_catalog
 from aretriever.config import load_config
 from aretriever.engine import Engine, products_for
 from aretriever.errors import CatalogError, ConfigError
+from aretriever.http import Lane
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import hdf5, paths
 from aretriever.store.db import resolve_db_url
 from aretriever.store.models import Lightcurve, RawPhotometry, Source
 from aretriever.store.sessions import Session
-from aretriever.summary import RunSummary
+from aretriever.summary import Outcome, RunSummary
 from aretriever.syncrun import run_sync as _run_sync
 
 KEEP_LATEST = 100  # the seed's obs.sources / obs.raw_data keep this many
+
+
+async def lane_fetch(adapter: Adapter, target: Target, lane: Lane) -> Fetched:
+    """The adapter's fetch through a lane, or the no-data answer it gives without asking."""
+    reason = adapter.no_data_reason(target)
+    return Fetched(target, None, no_data_reason=reason) if reason else await adapter.fetch(target, lane)
 
 
 class VirtualObservatory:
@@ -111,23 +119,28 @@ class VirtualObservatory:
     ) -> Source:
         """Fetch one catalog row (skipped if stored), save its data and rows, return its Source.
 
-        ``save=False`` is not offered: every fetch goes through the engine, which stores what it
-        gets (the seed used it for debugging; ``obs.adapter`` gives the pure steps instead).
+        ``save=False`` (the seed's debugging mode) downloads through the lane and returns an
+        unsaved Source whose raw data and lightcurves hold their tables in memory; nothing is
+        written and nothing is skipped.
         """
-        if not save:
-            raise ConfigError("fetch_source(save=False) is not supported: the engine stores what it fetches")
         target = self._target(cat_row)
+        if not save:
+            (source,) = _run_sync(lambda: self._peek([target], reduce))
+            self._keep([source], list(source.raw_photometry))
+            return source
         self._run(lambda engine: engine.run_targets([target], self._catalog_name()), reduce)
         return self._remember([target.name])[0]
 
     def fetch_all_sources(
         self, start: int = 0, stop: int | None = None, save: bool = True, reduce: bool = True
     ) -> RunSummary:
-        """Backfill catalog rows ``start`` to ``stop``; ``sources``/``raw_data`` hold the latest."""
+        """Backfill catalog rows ``start`` to ``stop``; ``sources``/``raw_data`` hold the latest.
+
+        ``save=False`` downloads each row in turn without storing anything (debugging; see
+        :meth:`fetch_source`); the summary then counts what was fetched.
+        """
         if not save:
-            raise ConfigError(
-                "fetch_all_sources(save=False) is not supported: the engine stores what it fetches"
-            )
+            return self._peek_all(start, stop, reduce)
         names: list[str] = []
         catalog = self.catalog
 
@@ -146,6 +159,48 @@ class VirtualObservatory:
             return await work(Engine(cfg, catalog_name=self._catalog_name()))
 
         return _run_sync(lambda: go())
+
+    async def _peek(self, targets: Sequence[Target], reduce: bool) -> list[Source]:
+        """Download ``targets`` through one lane (its rate limit and retries) and keep them in memory."""
+        adapter, sources = self.adapter, []
+        async with aiohttp.ClientSession() as session:
+            lane = Lane(self.obs_name, self.pars, session)
+            for target in targets:
+                fetched = await lane_fetch(adapter, target, lane)
+                sources.append(self._unsaved(target, fetched, adapter, reduce))
+        return sources
+
+    def _unsaved(self, target: Target, fetched: Fetched, adapter: Adapter, reduce: bool) -> Source:
+        source = Source(name=target.name, ra_deg=target.ra_deg, dec_deg=target.dec_deg, mag=target.mag)
+        status = "no_data" if fetched.body is None else "ok"
+        raw = RawPhotometry(
+            source_name=target.name, observatory=self.obs_name, status=status, url=fetched.url
+        )
+        raw.meta = {"no_data_reason": fetched.no_data_reason} if fetched.no_data_reason else {}
+        table = adapter.parse(fetched) if fetched.body is not None else pd.DataFrame()
+        raw.data, raw.num_rows = table, len(table)
+        source.raw_photometry = [raw]
+        if reduce and len(table):
+            source.lightcurves = self.reduce(table, source=target)
+        return source
+
+    def _peek_all(self, start: int, stop: int | None, reduce: bool) -> RunSummary:
+        targets = [t for chunk in self.catalog.iter_chunks(start, stop) for t in self._targets(chunk)]
+        sources = _run_sync(lambda: self._peek(targets, reduce))
+        self._keep(sources, [r for s in sources for r in s.raw_photometry])
+        summary = RunSummary()
+        for source in sources:
+            no_data = source.raw_photometry[0].status == "no_data"
+            summary.lane(self.obs_name).add(Outcome.NO_DATA if no_data else Outcome.FETCHED)
+        return summary
+
+    def _targets(self, chunk: pd.DataFrame) -> list[Target]:
+        targets, _ = chunk_to_targets(chunk, self._base.catalog.columns)
+        return targets
+
+    def _keep(self, sources: list[Source], raws: list[RawPhotometry]) -> None:
+        self.sources = (self.sources + sources)[-KEEP_LATEST:]
+        self.raw_data = (self.raw_data + raws)[-KEEP_LATEST:]
 
     def _catalog_name(self) -> str:
         return self._catalog.name if self._catalog is not None else ""
@@ -170,9 +225,7 @@ class VirtualObservatory:
         with Session(url, data_root=self.data_root) as session:
             found = {s.name: s for s in session.scalars(query)}
         sources = [found[n] for n in names if n in found]
-        self.sources = (self.sources + sources)[-KEEP_LATEST:]
-        raws = [r for s in sources for r in s.raw_photometry if r.observatory == self.obs_name]
-        self.raw_data = (self.raw_data + raws)[-KEEP_LATEST:]
+        self._keep(sources, [r for s in sources for r in s.raw_photometry if r.observatory == self.obs_name])
         return sources
 
     # -- reduction -----------------------------------------------------------------------------

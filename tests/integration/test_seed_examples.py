@@ -59,6 +59,16 @@ def test_downloading_data_with_a_project(env, db_url: str) -> None:
     assert obs.pars.max_concurrency == 1
     obs.fetch_all_sources(0, 1000, save=True)
     assert len(obs.sources) == 5 and len(obs.raw_data) == 5
+
+    # use save=False to only download the data and not save it (for debugging)
+    peek = proj.observatories["ZTF"]
+    before = env.archive.count()
+    summary = peek.fetch_all_sources(0, 2, save=False)
+    assert summary.lane("ztf").outcomes["fetched"] == 2 and env.archive.count() == before + 2  # not skipped
+    unsaved = peek.sources[-1]
+    assert len(unsaved.raw_photometry[0].data) == unsaved.raw_photometry[0].num_rows > 0
+    assert unsaved.lightcurves and all(len(lc.data) > 0 for lc in unsaved.lightcurves)
+    assert query(db_url, "select count(*) from raw_photometry") == [(5,)]  # nothing new stored
     assert {s.name for s in obs.sources} == {r.source_name for r in obs.raw_data}
 
 
@@ -127,6 +137,9 @@ def test_demo_observatory_and_the_factory(env, db_url: str) -> None:
     assert isinstance(obs, VirtualDemoObs)
     source = obs.fetch_source({"name": "a simulated star", "ra": 10.0, "dec": 20.0}, save=True, reduce=True)
     assert len(source.lightcurves) == 2 and all(lc.num_rows == 20 for lc in source.lightcurves)
+    peek = obs.fetch_source({"name": "only looked at", "ra": 11.0, "dec": 21.0}, save=False)
+    assert [len(lc.data) for lc in peek.lightcurves] == [20, 20]
+    assert query(db_url, "select count(*) from sources where name = 'only looked at'") == [(0,)]
     with pytest.raises(ConfigError, match="not 'TESS'"):
         VirtualZTF(name="TESS")
     with pytest.raises(ConfigError, match="unknown observatory"):
