@@ -5,7 +5,7 @@ A thin synchronous face over the engine, not a second implementation::
     obs = VirtualZTF(name="ZTF", reducer={"gap": 60})       # parameters of observatories.ztf
     source = obs.fetch_source(obs.catalog.get_row(0, "number", "dict"))  # fetched, stored, reduced
     obs.fetch_all_sources(0, 1000)                           # the engine: rate limits, retries, skips
-    lcs = obs.reduce(RawPhotometry(filename="raw.h5").load() and raw, data_type="photometry")
+    lcs = obs.reduce(RawPhotometry(filename="raw.h5"), data_type="photometry")   # unsaved Lightcurves
 
 Fetching goes through the engine (same skip check, lanes, writers and database as the CLI);
 ``reduce`` calls the adapter's pure reduction in process and returns unsaved
