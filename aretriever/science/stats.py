@@ -71,12 +71,15 @@ def robust_mean_rms(values: Array) -> tuple[float, float]:
 
 
 def _clipped(values: Array) -> Array:
-    """The values left by iterative clipping about the median; never empty for non-empty input
-    (at least half the values sit within one standard deviation's reach of the median)."""
+    """The values left by iterative clipping about the median; never empty for non-empty input.
+
+    A zero spread (identical or underflowing values) can put every value outside the band when the
+    median falls between two of them: clipping then stops with what it has.
+    """
     kept = values
     for _ in range(CLIP_MAX_ITERATIONS):
         inside = np.abs(kept - np.median(kept)) <= CLIP_SIGMA * np.std(kept)
-        if inside.all():
+        if inside.all() or not inside.any():
             break
         kept = kept[inside]
     return kept

@@ -90,7 +90,7 @@ def _loop_clip(values: list[float], iterations: int = 3) -> tuple[float, float]:
     for _ in range(iterations):
         center, spread = float(np.median(kept)), float(np.std(kept))
         survivors = [v for v in kept if abs(v - center) <= 3 * spread]
-        if len(survivors) == len(kept):
+        if len(survivors) in (len(kept), 0):  # 0: a zero spread and a median between two values
             break
         kept = survivors
     return float(np.median(kept)), float(np.std(kept))
@@ -354,3 +354,12 @@ def test_stats_with_one_point_and_repeated_times() -> None:
     stats = lightcurve_stats(same, AB)
     assert stats.frame_rate_hz is None and stats.uniform_sampling is None
     assert stats.mag_mean is None and stats.dmag_max is None  # no mag column
+
+
+def test_robust_statistics_of_values_whose_spread_underflows() -> None:
+    # found by hypothesis: std underflows to 0 and the median sits between two values
+    values = np.array(
+        [0.0, 0.0, 0.0, -8.410845864163685e-224, -9.234179871295479e-233, -2.225073858507203e-309]
+    )
+    mean, rms = robust_mean_rms(values)
+    assert math.isfinite(mean) and math.isfinite(rms) and abs(mean) < 1e-300
