@@ -10,13 +10,13 @@ archive's latency (the lane's concurrency applies; no request is made, so no rat
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import ClassVar, Final
 
 import numpy as np
 import pandas as pd
 
+from aretriever.science.simulator import stable_rng
 from aretriever.settings import DemoConfig
 
 from .base import Fetched, HttpPort, ReducedLightcurve, Target
@@ -34,15 +34,9 @@ COLUMNS: Final = {
 }
 
 
-def rng_for(seed: int, name: str) -> np.random.Generator:
-    """A generator for one source: ``seed`` and a stable hash of its name (not Python's hash())."""
-    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest, "little")])
-
-
 def simulate(target: Target, cfg: DemoConfig) -> pd.DataFrame:
     """The simulated raw table of ``target`` (pure, deterministic), ordered by time."""
-    rng = rng_for(cfg.seed, target.name)
+    rng = stable_rng(cfg.seed, target.name)
     mag = cfg.mean_mag if target.mag is None or not np.isfinite(target.mag) else float(target.mag)
     parts = []
     for band in cfg.filters:

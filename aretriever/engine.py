@@ -35,7 +35,7 @@ from aretriever.adapters import get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
 from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targets
 from aretriever.config import config_hash, to_yaml
-from aretriever.errors import ConfigError, WriteError
+from aretriever.errors import ConfigError
 from aretriever.histogram_file import HistogramFile
 from aretriever.http import Lane, LaneStats, make_limiter
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
@@ -43,6 +43,7 @@ from aretriever.settings import Config, LaneConfig
 from aretriever.skipcheck import Decision, Freshness, Products, check_batch
 from aretriever.store import paths
 from aretriever.store.db import create_engine, migrate, resolve_db_url, retry_transient, session_factory
+from aretriever.store.hdf5 import atomic_path
 from aretriever.store.models import Failure, WorkItem
 from aretriever.store.writers import FileWriter, RowWriter, Upsert
 from aretriever.summary import Outcome, RunSummary
@@ -72,15 +73,10 @@ def products_for(cfg: Config, *, reduce: bool, analyze: bool = False) -> Product
 
 def write_version_config(cfg: Config, folder: Path, digest: str) -> Path:
     """``<folder>/config.yaml``: the parameters a versioned product folder was made with (no secrets)."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
     text = f"# project {cfg.project.name}, config hash {digest}\n" + to_yaml(cfg)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path, f"project {cfg.project.name}") as tmp:
         tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise WriteError(f"project {cfg.project.name}: cannot write {path}: {exc}") from exc
     return path
 
 

@@ -41,9 +41,7 @@ plain h5py reads them too. Files are written to a temporary name and renamed.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,8 +53,8 @@ import numpy as np
 import pandas as pd
 from h5py import h5a, h5s, h5t
 
-from aretriever.errors import ExportError, WriteError
-from aretriever.store.hdf5 import temp_path
+from aretriever.errors import ExportError
+from aretriever.store.hdf5 import atomic_path
 
 Array = np.ndarray[Any, Any]
 
@@ -428,16 +426,7 @@ def write_skyportal_h5(
     WriteError
         If the file cannot be written; the temporary file is removed and ``path`` is untouched.
     """
-    tmp = temp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(tmp, "w", track_order=False) as h5:
-            _pytables_node(h5, "GROUP", "1.0")
-            _set_text(h5, "PYTABLES_FORMAT_VERSION", "2.1")
-            _write_group(h5, key, table.reset_index(drop=True), metadata)
-        os.replace(tmp, path)
-    except Exception as exc:
-        raise WriteError(f"export: cannot write {path} (key {key!r}): {exc}") from exc
-    finally:
-        with contextlib.suppress(OSError):  # e.g. the folder could not be made
-            tmp.unlink(missing_ok=True)
+    with atomic_path(path, "export") as tmp, h5py.File(tmp, "w", track_order=False) as h5:
+        _pytables_node(h5, "GROUP", "1.0")
+        _set_text(h5, "PYTABLES_FORMAT_VERSION", "2.1")
+        _write_group(h5, key, table.reset_index(drop=True), metadata)

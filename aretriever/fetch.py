@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -148,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
+
+    def body() -> int:
         cfg = load(args)
         catalog = _catalog(args, cfg)
         if args.dry_run:
@@ -159,6 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{lane}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
             return EXIT_OK
         return _report(asyncio.run(run_backfill(cfg, catalog, args)), args)
+
+    return exit_code(body)
+
+
+def exit_code(body: Callable[[], int]) -> int:
+    """Run a command's body: errors become a message and the exit code (2 usage, 1 failed, 130)."""
+    try:
+        return body()
     except (ConfigError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

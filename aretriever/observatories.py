@@ -28,8 +28,9 @@ from aretriever.adapters.base import Adapter, Fetched, Target
 from aretriever.catalog import SearchableCatalog, chunk_to_targets, open_catalog
 from aretriever.config import load_config
 from aretriever.engine import Engine, products_for
-from aretriever.errors import CatalogError, ConfigError
+from aretriever.errors import ConfigError
 from aretriever.http import Lane
+from aretriever.retriever import target_from
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import hdf5, paths
 from aretriever.store.db import resolve_db_url
@@ -206,13 +207,7 @@ class VirtualObservatory:
         return self._catalog.name if self._catalog is not None else ""
 
     def _target(self, cat_row: Mapping[str, Any] | Target) -> Target:
-        if isinstance(cat_row, Target):
-            return cat_row
-        targets, bad = chunk_to_targets(pd.DataFrame([dict(cat_row)]), self._base.catalog.columns)
-        if bad or not targets:
-            reason = bad[0].reason if bad else "no usable row"
-            raise CatalogError(f"catalog: cannot fetch {dict(cat_row)!r}: {reason}")
-        return targets[0]
+        return target_from(cat_row, self._base.catalog.columns)
 
     def _remember(self, names: Sequence[str]) -> list[Source]:
         """The Sources (with raw data and lightcurves loaded) of ``names``, kept on the object."""

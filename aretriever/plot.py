@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
@@ -36,9 +35,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.config import load_config
-from aretriever.errors import AretrieverError, ConfigError, StoreError, WriteError
+from aretriever.errors import AretrieverError, ConfigError, StoreError
 from aretriever.settings import Config
 from aretriever.store import db, paths
+from aretriever.store.hdf5 import atomic_path
 from aretriever.store.models import Detection, Lightcurve, Source
 
 if TYPE_CHECKING:
@@ -390,15 +390,9 @@ def save_png(fig: Figure, out: Path, *, dpi: int = 120) -> Path:
         If the file cannot be written.
     """
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     FigureCanvasAgg(fig)  # Agg whatever pyplot's backend would be: no display needed
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, "plot") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"plot: cannot write {out}: {exc}") from exc
     return out
 
 

@@ -55,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aretriever import adapters, fetch
 from aretriever.catalog import SearchableCatalog, chunk_to_targets, open_catalog
 from aretriever.catalog_index import Lookups
-from aretriever.errors import AretrieverError, CatalogError, ConfigError, StoreError
+from aretriever.errors import CatalogError, ConfigError, StoreError
 from aretriever.pipeline import source_row
 from aretriever.settings import ColumnMap, Config
 from aretriever.store import paths
@@ -66,7 +66,7 @@ from aretriever.store.writers import RowWriter, Upsert
 
 log = logging.getLogger("aretriever.populate")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED = fetch.EXIT_OK, fetch.EXIT_FAILED
 FILES_PER_BATCH = 256
 _RA_FOLDER = re.compile(r"RA\d{3}")
 
@@ -600,19 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
+
+    def body() -> int:
         cfg = load(args)
         catalog = _catalog(args, cfg)
         summary = asyncio.run(populate(cfg, catalog, observatories=args.observatory or None))
-    except (ConfigError, CatalogError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except AretrieverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    return _report(summary, args)
+        return _report(summary, args)
+
+    return fetch.exit_code(body)
 
 
 if __name__ == "__main__":

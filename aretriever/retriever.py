@@ -18,7 +18,6 @@ engine, pool, sessions, writers and DATA_ROOT. Runs on one instance are serialis
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
@@ -26,19 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pandas as pd
 import sqlalchemy as sa
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 from sqlalchemy.orm import selectinload
 
 from aretriever.adapters.base import Target
-from aretriever.catalog import Catalog
+from aretriever.catalog import Catalog, chunk_to_targets
 from aretriever.catalog_remote import open_catalog_async
 from aretriever.config import load_config
 from aretriever.engine import Engine, ResultSink
 from aretriever.errors import CatalogError, ConfigError
 from aretriever.pipeline import SourceResult
-from aretriever.settings import Config
+from aretriever.settings import ColumnMap, Config
 from aretriever.store.models import Source
 from aretriever.summary import RunSummary
 
@@ -56,25 +56,21 @@ def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
     return load_config(False, overrides=config)
 
 
-def target_from(row: Target | Mapping[str, Any]) -> Target:
-    """A target from a mapping with ``name``, ``ra``, ``dec`` (optional ``mag``, ``pmra``, ``pmdec``)."""
+def target_from(row: Target | Mapping[str, Any], columns: ColumnMap | None = None) -> Target:
+    """A target from a mapping with the catalog's columns (``name``, ``ra``, ``dec``, optional
+    ``mag``, ``pmra``, ``pmdec``), checked like a catalog row.
+
+    Raises
+    ------
+    CatalogError
+        A column is missing, the name is empty or the coordinates are out of range.
+    """
     if isinstance(row, Target):
         return row
-    try:
-        name, ra, dec = str(row["name"]).strip(), float(row["ra"]), float(row["dec"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CatalogError(f"catalog: a source needs name, ra and dec (got {dict(row)!r}): {exc}") from exc
-    if not name or not (math.isfinite(ra) and -90.0 <= dec <= 90.0):
-        raise CatalogError(f"catalog: bad source {dict(row)!r}: empty name or coordinates out of range")
-    mag = row.get("mag")
-    return Target(
-        name,
-        ra % 360.0,
-        dec,
-        mag=None if mag is None else float(mag),
-        pmra_mas_yr=float(row.get("pmra") or 0.0),
-        pmdec_mas_yr=float(row.get("pmdec") or 0.0),
-    )
+    targets, bad = chunk_to_targets(pd.DataFrame([dict(row)]), columns or ColumnMap())
+    if bad or not targets:
+        raise CatalogError(f"catalog: bad source {dict(row)!r}: {bad[0].reason if bad else 'no usable row'}")
+    return targets[0]
 
 
 class Retriever:
@@ -167,7 +163,7 @@ class Retriever:
 
     async def fetch_one(self, source: Target | Mapping[str, Any], observatory: str = "ztf") -> SourceResult:
         """Fetch (or skip, if stored) one source from one observatory and return its result."""
-        target = target_from(source)
+        target = target_from(source, self.cfg.catalog.columns)
         results: list[SourceResult] = []
 
         async def keep(result: SourceResult) -> None:

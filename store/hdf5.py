@@ -23,7 +23,7 @@ import functools
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,32 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path, what: str, *, fsync: bool = False) -> Iterator[Path]:
+    """Write to the yielded temporary path; on success it replaces ``path`` in one rename.
+
+    Parent folders are created. Any failure raises :class:`WriteError` ("<what>: cannot write
+    <path>: ...") and leaves an older file under ``path`` untouched; the temporary is removed
+    (quietly: when the folder itself is what failed, that error is the one to report).
+    """
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        if fsync:
+            _fsync_path(tmp)
+        os.replace(tmp, path)
+        if fsync:
+            _fsync_path(path.parent, directory=True)
+    except WriteError:
+        raise
+    except Exception as exc:
+        raise WriteError(f"{what}: cannot write {path}: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
 def write_h5(path: Path, tables: Tables, *, fsync: bool = False) -> int:
     """Write every table of ``tables`` (key -> (DataFrame, metadata)) to ``path``, atomically.
 
@@ -237,28 +263,17 @@ def write_h5(path: Path, tables: Tables, *, fsync: bool = False) -> int:
         If anything fails; no file is left under ``path`` (an older file there is kept) and the
         temporary file is removed.
     """
-    tmp = temp_path(path)
     key: str | None = None
-    try:
+    with atomic_path(path, "store", fsync=fsync) as tmp:
         if not tables:
             raise ValueError("no tables to write")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(tmp, "w", libver=("v110", "latest")) as h5:
-            for key, (df, meta) in tables.items():
-                _write_table(h5, key, df, meta)
-        if fsync:
-            _fsync_path(tmp)
-        os.replace(tmp, path)
-        if fsync:
-            _fsync_path(path.parent, directory=True)
-        return path.stat().st_size
-    except Exception as exc:
-        raise WriteError(f"store: cannot write {path} (key {key!r}): {exc}") from exc
-    finally:
-        # the folder may be what failed (a file in its place, gone, read-only): the WriteError
-        # above is the error to report, not a failed clean-up of a temporary that never was
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        try:
+            with h5py.File(tmp, "w", libver=("v110", "latest")) as h5:
+                for key, (df, meta) in tables.items():
+                    _write_table(h5, key, df, meta)
+        except Exception as exc:
+            raise WriteError(f"store: cannot write {path} (key {key!r}): {exc}") from exc
+    return path.stat().st_size
 
 
 def read_h5(path: Path, key: str) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -37,7 +37,7 @@ from .db import (
     model_table,
     op_rows,
     plan,
-    retry_delay,
+    retry_transient,
 )
 from .models import utcnow
 
@@ -421,19 +421,12 @@ class RowWriter(_QueueTask[_Item]):
 
     async def _commit_retrying(self, ops: list[Op]) -> None:
         steps = plan(ops)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._retry_for_s
-        attempt = 0
-        while True:
-            try:
-                return await self._commit(steps)
-            except Exception as exc:
-                attempt += 1
-                delay = retry_delay(exc, attempt, deadline - loop.time(), self._retry_base_s)
-                if delay is None:
-                    raise
-                log.warning("store: batch failed (%r); retry %d in %.2f s", exc, attempt, delay)
-                await asyncio.sleep(delay)
+        await retry_transient(
+            functools.partial(self._commit, steps),
+            what="batch",
+            for_s=self._retry_for_s,
+            base_s=self._retry_base_s,
+        )
 
     async def _commit(self, steps: list[Step]) -> None:
         now = utcnow()

@@ -39,9 +39,7 @@ By default they live in the project folder as :data:`HISTOGRAM_FILENAME`.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
@@ -50,9 +48,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from aretriever.errors import ConfigError, ScienceError, StoreError, WriteError
+from aretriever.errors import ConfigError, ScienceError, StoreError
 from aretriever.settings import HistogramConfig
-from aretriever.store.hdf5 import temp_path
+from aretriever.store.hdf5 import atomic_path
 
 Array = np.ndarray[Any, Any]
 Kind = Literal["all", "good"]
@@ -413,18 +411,8 @@ class ScoreHistograms:
         WriteError
             If the file cannot be written; an older file under ``path`` is kept.
         """
-        path = Path(path)
-        tmp = temp_path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with h5py.File(tmp, "w") as h5:
-                self._write(h5)
-            os.replace(tmp, path)
-        except Exception as exc:
-            raise WriteError(f"histograms: cannot write {path}: {exc}") from exc
-        finally:
-            with contextlib.suppress(OSError):  # e.g. the folder could not be made
-                tmp.unlink(missing_ok=True)
+        with atomic_path(Path(path), "histograms") as tmp, h5py.File(tmp, "w") as h5:
+            self._write(h5)
 
     def _write(self, h5: h5py.File) -> None:
         h5.attrs["format"] = FORMAT_NAME

@@ -109,6 +109,14 @@ def recovered_by(events: Sequence[Event], injection: Injection) -> bool:
     )
 
 
+def stable_rng(seed: int, name: str, *more: int) -> np.random.Generator:
+    """A generator determined by ``seed``, ``name`` and ``more`` alone: the same in every process
+    and run (a blake2b digest of the name; Python's ``hash()`` is salted per process)."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    entropy = [seed % _SEED_MODULUS, int.from_bytes(digest, "little"), *(m % _SEED_MODULUS for m in more)]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
 @dataclass(frozen=True, slots=True)
 class SimulationResult:
     """What :meth:`Simulator.simulate` found for one lightcurve.
@@ -159,9 +167,7 @@ class Simulator:
 
     def rng_for(self, source_name: str, lc_index: int) -> np.random.Generator:
         """A generator determined by ``cfg.seed``, the source name and the lightcurve index."""
-        digest = hashlib.blake2b(source_name.encode("utf-8"), digest_size=8).digest()
-        entropy = [self.cfg.seed % _SEED_MODULUS, int.from_bytes(digest, "little"), lc_index % _SEED_MODULUS]
-        return np.random.default_rng(np.random.SeedSequence(entropy))
+        return stable_rng(self.cfg.seed, source_name, lc_index)
 
     def draw(self, lc: pd.DataFrame, num: int, rng: np.random.Generator) -> list[Injection]:
         """``num`` injections over the time span of ``lc`` (none when it has no finite time).
