@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -112,6 +113,8 @@ class Engine:
         Where parsing and reduction run (default: a process pool, one worker per core).
     on_result
         Called on the event loop for every source and lane as it completes.
+    clock
+        The wall clock that refresh ages and failure back-offs are measured with.
     """
 
     def __init__(
@@ -122,8 +125,10 @@ class Engine:
         executor: Executor | None = None,
         on_result: ResultCallback | None = None,
         catalog_name: str = "",
+        clock: Callable[[], datetime] = functools.partial(datetime.now, UTC),
     ) -> None:
         self.cfg = cfg
+        self._clock = clock
         self.observatories = [o.lower() for o in (observatories or cfg.project.obs_names)]
         self.data_root = paths.data_root(cfg.store.data_root)
         self.db_url = resolve_db_url(cfg.store, self.data_root)
@@ -531,7 +536,7 @@ class Engine:
         async with batches, work:
             async for batch in batches:
                 freshness = Freshness.of(
-                    self.cfg.engine.refresh_after_days, self.cfg.engine.retry_failed_after_s
+                    self.cfg.engine.refresh_after_days, self.cfg.engine.retry_failed_after_s, self._clock()
                 )
                 decisions = await retry_transient(
                     functools.partial(

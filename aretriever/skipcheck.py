@@ -54,8 +54,10 @@ class Freshness:
     failed_retry_before: datetime | None = None  # a failure after this waits (back-off)
 
     @classmethod
-    def of(cls, refresh_after_days: float | None, retry_failed_after_s: float | None) -> Freshness:
-        now = datetime.now(UTC)
+    def of(
+        cls, refresh_after_days: float | None, retry_failed_after_s: float | None, now: datetime
+    ) -> Freshness:
+        """The limits as of ``now`` (the engine's clock: tests move it instead of waiting)."""
         return cls(
             None if refresh_after_days is None else now - timedelta(days=refresh_after_days),
             None if retry_failed_after_s is None else now - timedelta(seconds=retry_failed_after_s),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from aretriever.catalog import GeneratedCatalog
 from aretriever.store import db, paths
+from aretriever.store.models import RawPhotometry
 from aretriever.testing.fake_archive import Faults
 
 ZTF = "/cgi-bin/ZTF/nph_light_curves"
@@ -222,6 +224,26 @@ def test_an_unwritable_data_root_fails_clearly_and_leaves_no_row_without_its_fil
     assert query(db_url, "select count(*) from lightcurves") == [(0,)]
 
 
+def age_raw_rows(db_url: str, days: float) -> None:
+    """Move every raw row's ``fetched_at`` ``days`` into the past (no waiting on the wall clock)."""
+
+    async def go() -> None:
+        engine = db.create_engine(db_url)
+        try:
+            async with engine.begin() as conn:
+                rows = (await conn.execute(sa.select(RawPhotometry.id, RawPhotometry.fetched_at))).all()
+                for row_id, fetched_at in rows:
+                    await conn.execute(
+                        sa.update(RawPhotometry)
+                        .where(RawPhotometry.id == row_id)
+                        .values(fetched_at=fetched_at - timedelta(days=days))
+                    )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
 def test_refresh_age_and_failure_back_off(run_cli, archive, db_url, tmp_path) -> None:
     summary = tmp_path / "s.json"
 
@@ -230,17 +252,20 @@ def test_refresh_age_and_failure_back_off(run_cli, archive, db_url, tmp_path) ->
         return json.loads(summary.read_text())["observatories"]["ztf"]  # type: ignore[no-any-return]
 
     assert lane()["fetched"] == 4
-    assert lane("--set", "engine.refresh_after_days=30")["skipped"] == 4  # fresh: kept
+    age_raw_rows(db_url, days=2)
+    assert lane("--set", "engine.refresh_after_days=30")["skipped"] == 4  # 2 days old: kept
     archive.archive.reset_counts()
-    refreshed = lane("--set", "engine.refresh_after_days=0.000001")  # older than ~0.1 s: fetched again
+    refreshed = lane("--set", "engine.refresh_after_days=1")  # 2 days old: fetched again
     assert refreshed["refetched"] == 4 and archive.archive.count(ZTF) == 4
+    assert lane("--set", "engine.refresh_after_days=1")["skipped"] == 4  # just refreshed: kept
 
     # a source that failed waits for the back-off before it is tried again
+    age_raw_rows(db_url, days=2)
     archive.archive.faults = Faults(error_rate=1.0)
-    failing = ("--set", "observatories.ztf.max_attempts=1", "--set", "engine.refresh_after_days=0.000001")
+    failing = ("--set", "observatories.ztf.max_attempts=1", "--set", "engine.refresh_after_days=1")
     assert lane(*failing)["failed"] == 4
     archive.archive.reset_counts()
-    waiting = lane(*failing, "--set", "engine.retry_failed_after_s=3600")
+    waiting = lane(*failing, "--set", "engine.retry_failed_after_s=3600")  # failed seconds ago
     assert waiting["skipped"] == 4 and archive.archive.count(ZTF) == 0
     archive.archive.faults = Faults()
-    assert lane("--set", "engine.refresh_after_days=0.000001")["refetched"] == 4  # no back-off set: retried
+    assert lane("--set", "engine.refresh_after_days=1")["refetched"] == 4  # no back-off set: retried

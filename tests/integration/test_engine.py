@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aretriever.catalog import GeneratedCatalog
@@ -30,3 +31,24 @@ async def test_engine_accepts_any_executor_and_reports_each_source(db_url: str, 
     assert sorted(r.source for r in seen) == [f"TEST{i:06d}" for i in range(2, 7)]
     assert all(r.observatory == "ztf" and r.num_lightcurves > 0 for r in seen)
     assert fake.count() == 5
+
+
+async def test_refresh_age_is_measured_with_the_engine_clock(db_url: str, tmp_path: Path) -> None:
+    """Ten days on the injected clock make stored raw data stale: no waiting on the wall clock."""
+    async with FakeArchive() as fake:
+        cfg = load_config(
+            False,
+            overrides={
+                "store": {"data_root": str(tmp_path / "data"), "db_url": db_url},
+                "observatories": {"ztf": {"base_url": fake.url, "rate_per_s": 1000}},
+                "engine": {"refresh_after_days": 5.0},
+            },
+        )
+        later = datetime.now(UTC) + timedelta(days=10)
+        with ThreadPoolExecutor(max_workers=2) as executor:
+            assert (await Engine(cfg, executor=executor).run(GeneratedCatalog(3))).total(Outcome.FETCHED) == 3
+            now = await Engine(cfg, executor=executor).run(GeneratedCatalog(3))
+            ten_days_on = await Engine(cfg, executor=executor, clock=lambda: later).run(GeneratedCatalog(3))
+    assert now.total(Outcome.SKIPPED) == 3
+    assert ten_days_on.total(Outcome.REFETCHED) == 3
+    assert fake.count() == 6
