@@ -32,7 +32,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aretriever.adapters import get_adapter
+from aretriever.adapters import available, get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
 from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targets
 from aretriever.config import config_hash, to_yaml
@@ -42,10 +42,11 @@ from aretriever.http import Lane, LaneStats, make_limiter
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
 from aretriever.skipcheck import Decision, Freshness, Products, check_batch
-from aretriever.store import paths
+from aretriever.store import paths, product_folders
 from aretriever.store.db import create_engine, migrate, resolve_db_url, retry_transient, session_factory
 from aretriever.store.hdf5 import atomic_path
 from aretriever.store.models import Failure, WorkItem
+from aretriever.store.product_folders import check_project_folder
 from aretriever.store.writers import FileWriter, RowWriter, Upsert
 from aretriever.summary import Outcome, RunSummary
 from aretriever.workqueue import WorkQueue
@@ -69,6 +70,7 @@ def products_for(cfg: Config, *, reduce: bool, analyze: bool = False) -> Product
     """Where this project's products go: ``<PROJECT>`` or, with version control, ``<PROJECT>_<hash>``."""
     digest = config_hash(cfg) if cfg.project.version_control else ""
     folder = paths.product_folder(cfg.project.name, digest or None)
+    check_project_folder(cfg.project.name, folder, [*available(), *cfg.project.obs_names])
     return Products(cfg.project.name, digest, folder, reduce, analyze and reduce)
 
 
@@ -285,6 +287,10 @@ class Engine:
             cpu = CpuRunner(self._executor, self.cfg.engine.workers)
             stack.push_async_callback(cpu.aclose)
             stores = await self._open_stores(stack)
+            if self.products.reduce:
+                await anyio.to_thread.run_sync(
+                    product_folders.claim, self.data_root, self.products.folder, self.products.project
+                )
             if self.products.cfg_hash:
                 folder = paths.resolve(self.data_root, self.products.folder)
                 await anyio.to_thread.run_sync(write_version_config, self.cfg, folder, self.products.cfg_hash)

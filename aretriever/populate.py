@@ -193,10 +193,12 @@ def ra_folders(folder: Path) -> list[Path]:
 
 
 def is_raw_name(name: str, folder: str) -> bool:
-    """True for ``<OBS>_photometry_<name>.h5``; false for reduced and hidden (temporary) files."""
-    return (
-        name.startswith(f"{folder}_photometry_") and name.endswith(".h5") and not name.endswith("_reduced.h5")
-    )
+    """True for ``<OBS>_photometry_<name>.h5``; false for hidden (temporary) files.
+
+    A name ending in ``_reduced.h5`` is raw too (source ``X_reduced``): no product folder can be an
+    observatory folder (:mod:`aretriever.store.product_folders`).
+    """
+    return name.startswith(f"{folder}_photometry_") and name.endswith(".h5")
 
 
 def raw_files(ra_folder: Path) -> list[Path]:

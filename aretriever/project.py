@@ -38,7 +38,7 @@ from aretriever.science.analysis import efficiency_table
 from aretriever.science.histograms import ScoreHistograms, histogram_path
 from aretriever.settings import Config, ProjectConfig
 from aretriever.skipcheck import Products
-from aretriever.store import paths
+from aretriever.store import paths, product_folders
 from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
 from aretriever.store.models import Detection, Lightcurve, Properties
 from aretriever.summary import RunSummary
@@ -74,6 +74,8 @@ class Project:
     ) -> None:
         self.cfg: Config = load_config(cfg_file, cfg_key, project=name, overrides=kwargs or None)
         self._observatories: ObservatoryList | None = None
+        # a name whose folder is raw data or another project's is refused now, before any run
+        product_folders.check_owner(self.data_root, self.products.folder, self.name)
 
     # -- where things are ----------------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class Project:
                 counts[model.__tablename__] = await self._query(statement, lambda r: int(r.rowcount))
             return counts
 
+        product_folders.check_owner(self.data_root, self.products.folder, self.name)
         counts = _run_sync(delete)
         shutil.rmtree(self.output_folder, ignore_errors=True)
         log.info("project %s: deleted %s and %s", self.name, counts, self.output_folder)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,7 +118,6 @@ def test_unreadable_file_is_reported_others_populated_and_scratch_ignored(run_cl
     stray.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(files[1], stray)
     shutil.copy(files[2], files[2].with_name(f".{files[2].name}.123.0badcafe.tmp"))  # a write in progress
-    shutil.copy(files[4], files[4].with_name(files[4].stem + "_reduced.h5"))  # a product, not raw
     (root / "ZTF" / "notes").mkdir()
     shutil.copy(files[3], root / "ZTF" / "notes" / files[3].name)  # not an RA folder
 
@@ -279,3 +279,24 @@ FILE_ROW = {"filename": "ZTF/RA010/ZTF_photometry_a.h5", "nbytes": 100, "fetched
 )
 def test_a_stored_row_is_kept_only_when_at_least_as_good(stored, intact, kept) -> None:
     assert keep_stored(stored, FILE_ROW, intact) is kept
+
+
+def test_a_source_named_like_a_reduced_file_keeps_its_raw_file_and_is_populated(
+    run_cli, db_url, tmp_path
+) -> None:
+    catalog = tmp_path / "twins.csv"
+    catalog.write_text("name,ra,dec\nWDX,120.25,30.5\nWDX_reduced,120.75,30.5\n")
+    assert run_cli("--catalog", str(catalog)) == 0
+    root = tmp_path / "data"
+    raw = {p.name for p in root.glob("ZTF/RA120/*.h5")}
+    assert raw == {"ZTF_photometry_WDX.h5", "ZTF_photometry_WDX_reduced.h5"}
+    with h5py.File(root / "ZTF" / "RA120" / "ZTF_photometry_WDX_reduced.h5", "r") as f:
+        assert list(f) == ["WDX_reduced"]  # its own raw table, never WDX's lightcurves
+    reduced = {p.name for p in root.glob("DEFAULT/RA120/*.h5")}
+    assert reduced == {"ZTF_photometry_WDX_reduced.h5", "ZTF_photometry_WDX_reduced_reduced.h5"}
+    before = query(db_url, RAW_SQL)
+
+    drop_database(db_url)
+    code, summary = run_populate(db_url, tmp_path)
+    assert code == 0 and (summary["files"], summary["raw_rows"]) == (2, 2)
+    assert query(db_url, RAW_SQL) == before
