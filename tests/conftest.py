@@ -28,7 +28,10 @@ from aretriever.store import db, paths
 PG_URL_ENV = "ARETRIEVER_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+asyncpg://aretriever:aretriever@127.0.0.1:5432/aretriever"
 BACKENDS = ["sqlite", "postgresql"]
-SHARED_DATA = Path(os.environ.get("ARETRIEVER_SHARED_DATA", "/work/shared/data"))
+# the recorded archive data, laid beside the checkout as ../shared/data (CI copies it there too)
+SHARED_DATA = Path(
+    os.environ.get("ARETRIEVER_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 REPO_TEST_DATA = Path(__file__).parent / "data"
 
 
@@ -125,7 +128,7 @@ def data_root(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The recorded real archive data (``tests/data`` if populated, else ``/work/shared/data``)."""
+    """The recorded real archive data (``tests/data`` if populated, else ``../shared/data``)."""
     for folder in (REPO_TEST_DATA, SHARED_DATA):
         if (folder / "ztf" / "ZTF_lightcurve.csv").exists():
             return folder

@@ -359,10 +359,6 @@ def test_cli_backfills_the_wd_catalog_from_ztf(run_cli, archive, db_url, tmp_pat
     assert asyncio.run(sources()) == [(name, "wd") for name in WD_NAMES]
 
 
-@pytest.mark.skipif(
-    "vizier_url" not in CatalogConfig.model_fields,
-    reason="needs the proposed CatalogConfig fields (catalog.vizier_url, catalog.cache_dir) in settings.py",
-)
 @pytest.mark.usefixtures("own_event_loop")
 def test_cli_downloads_the_wd_catalog_from_a_configured_vizier(archive, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     argv = [

@@ -57,7 +57,6 @@ from aretriever.testing.fake_archive import DATA_DIR
 from aretriever.testing.tap_replay import TapJob, job_document, overflow
 from aretriever.testing.vizier_replay import WD_FIXTURE, build_wd_fixture, cut_rows
 
-SHARED = Path("/work/shared/data/catalogs")
 KANG = DATA_DIR / "kang2010.xml"
 GAIA_VOT = DATA_DIR / "1710099405832VAL-result.vot"
 GAIA_JSON = DATA_DIR / "launch_job.json"
@@ -293,9 +292,8 @@ def test_wdj_names_truncate_and_carry_the_sign() -> None:
     assert WD_ROWS["WDJname"].iloc[2] == "WDJ175216.24+263027.39"  # 16 yr of pm back from 2016
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared recorded data not mounted")
-def test_the_wd_fixture_rebuilds_byte_for_byte_from_the_recorded_gaia_rows() -> None:
-    assert build_wd_fixture(SHARED) == (DATA_DIR / WD_FIXTURE).read_bytes()
+def test_the_wd_fixture_rebuilds_byte_for_byte_from_the_recorded_gaia_rows(shared_data: Path) -> None:
+    assert build_wd_fixture(shared_data / "catalogs") == (DATA_DIR / WD_FIXTURE).read_bytes()
     assert build_wd_fixture(DATA_DIR) == (DATA_DIR / WD_FIXTURE).read_bytes()
 
 
