@@ -148,9 +148,22 @@ class FileCatalog(Lookups):
         return self.label or self.path.name
 
     def __len__(self) -> int:
-        return _count_rows(self.path, self._reader())
+        try:
+            return _count_rows(self.path, self._reader())
+        except CatalogError:
+            raise
+        except Exception as exc:  # as in iter_chunks
+            raise self._unreadable(exc) from exc
 
     def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[pd.DataFrame]:
+        try:
+            yield from self._chunks(start, stop)
+        except CatalogError:
+            raise
+        except Exception as exc:  # the readers' (pandas, astropy, h5py) own errors: the file is bad
+            raise self._unreadable(exc) from exc
+
+    def _chunks(self, start: int, stop: int | None) -> Iterator[pd.DataFrame]:
         reader = self._reader()
         if stop is not None and stop <= start:
             return
@@ -162,6 +175,10 @@ class FileCatalog(Lookups):
                     yield self._shape(chunk.loc[max(start, offset) : end - 1])
                 if stop is not None and offset + len(chunk) >= stop:
                     return
+
+    def _unreadable(self, exc: Exception) -> CatalogError:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # astropy's run to pages
+        return CatalogError(f"catalog: cannot read {self.path}: {reason}")
 
     def _reader(self) -> _Reader:
         reader = _READERS.get(self.path.suffix.lower())

@@ -16,12 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Literal, cast
 
 from aretriever.config import config_hash, load_config, to_yaml
-from aretriever.errors import ConfigError
+from aretriever.exits import EXIT_OK, EXIT_USAGE, exit_code
 from aretriever.settings import Config
 
 Handler = Callable[[argparse.Namespace], int]
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -96,11 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    try:
-        return handler(args)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
+    return exit_code(lambda: handler(args))
 
 
 if __name__ == "__main__":

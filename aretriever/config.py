@@ -36,6 +36,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from aretriever.errors import ConfigError
+from aretriever.redact import redact
 from aretriever.settings import AnalysisConfig, Config, Credentials, ObservatoriesConfig
 
 __all__ = [
@@ -488,7 +489,29 @@ def load_config(
         merged.add(_parse_set(text), f"--set {_set_shown(text)}")
     cfg = merged.validate()
     _credentials_from_env(cfg, os.environ)
+    _check_custom_classes(cfg)
     return cfg
+
+
+_CLASS_FIELDS = tuple(
+    f"{part}_{kind}"
+    for part in ("analysis", "finder", "quality", "simulator")
+    for kind in ("module", "class")
+)
+
+
+def _check_custom_classes(cfg: Config) -> None:
+    """A custom analysis (finder, quality, simulator) class that cannot be built fails at load time.
+
+    A wrong ``analysis_class`` would otherwise surface in a pool worker, after the first requests.
+    The default classes are not imported here: ``config show`` stays light.
+    """
+    defaults = AnalysisConfig()
+    if all(getattr(cfg.analysis, f) == getattr(defaults, f) for f in _CLASS_FIELDS):
+        return
+    from aretriever.science.analysis import analysis_for  # imports numpy and pandas: only when needed
+
+    analysis_for(cfg.analysis)
 
 
 def _project_name(native: Mapping[str, Any]) -> str | None:
@@ -515,11 +538,10 @@ def _dump(model: BaseModel, *, operational: bool) -> Tree:
         if _is_secret(info) or (not operational and _is_operational(info)):
             continue
         value = getattr(model, name)
-        out[name] = (
-            _dump(value, operational=operational)
-            if isinstance(value, BaseModel)
-            else (to_jsonable_python(value))
-        )
+        if isinstance(value, BaseModel):
+            out[name] = _dump(value, operational=operational)
+        else:  # a password inside a value (store.db_url) is masked: dumps are shown and written
+            out[name] = redact(value) if isinstance(value, str) else to_jsonable_python(value)
     return out
 
 

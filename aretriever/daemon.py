@@ -32,9 +32,11 @@ from aiohttp import web
 
 from aretriever import logs
 from aretriever.config import load_config
-from aretriever.errors import AretrieverError, ConfigError
+from aretriever.errors import AretrieverError, ConfigError, cause
+from aretriever.exits import report
 from aretriever.metrics import EngineMetrics
 from aretriever.pipeline import SourceResult
+from aretriever.redact import redact
 from aretriever.retriever import Retriever
 from aretriever.settings import Config, DaemonConfig
 
@@ -180,7 +182,8 @@ class Daemon:
                 async with sessions() as session:
                     await session.execute(sa.text("SELECT 1"))
         except (TimeoutError, sa.exc.SQLAlchemyError, OSError) as exc:
-            return web.json_response({"status": "database unreachable", "error": str(exc)}, status=503)
+            answer = {"status": "database unreachable", "error": redact(str(exc))}
+            return web.json_response(answer, status=503)
         return web.json_response({"status": "ok", "database": "ok"})
 
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -208,8 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load()
     except AretrieverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     d = cfg.daemon
     logs.configure(fmt=d.log_format, file=d.log_file, max_mb=d.log_max_mb, backups=d.log_backups)
     daemon = Daemon(load)
@@ -223,12 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return asyncio.run(run())
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    except AretrieverError as exc:
-        log.error("%s", exc)
-        return 1
+    except BaseException as error:
+        if isinstance(error, SystemExit):
+            raise
+        found = cause(error)
+        log.error("%s", found, exc_info=not isinstance(found, AretrieverError | KeyboardInterrupt))
+        return report(found)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from aretriever.adapters import available, get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
 from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targets
 from aretriever.config import config_hash, to_yaml
-from aretriever.errors import ConfigError
+from aretriever.errors import ConfigError, cause
 from aretriever.histogram_file import HistogramFile
 from aretriever.http import Lane, LaneStats, make_limiter
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
@@ -58,6 +58,10 @@ CLOSE_TIMEOUT_S = 60.0  # beyond the grace period, for writers to flush and the 
 ResultCallback = Callable[[SourceResult], None]  # progress: called on the loop, must not block
 ResultSink = Callable[[SourceResult], Awaitable[None]]  # a run's consumer: may apply backpressure
 BatchSource = Callable[[Stores], AsyncIterator[list[Target]]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _snapshot(stats: LaneStats) -> LaneStats:
@@ -127,7 +131,7 @@ class Engine:
         executor: Executor | None = None,
         on_result: ResultCallback | None = None,
         catalog_name: str = "",
-        clock: Callable[[], datetime] = functools.partial(datetime.now, UTC),
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.cfg = cfg
         self._clock = clock
@@ -332,15 +336,18 @@ class Engine:
             chosen = {name: lane for name, lane in self._lanes.items() if lanes is None or name in lanes}
             self._lanes_in_run = len(chosen)
             before = {name: _snapshot(lane.http.stats) for name, lane in chosen.items()}
-            async with anyio.create_task_group() as outer:
-                outer.start_soon(self._grace_watchdog, name="grace-watchdog")
-                outer.start_soon(self._save_histograms, name="histogram-saver")
-                if self.cfg.engine.shared_queue:
-                    outer.start_soon(self._heartbeat, name="claim-heartbeat")
-                with self._work_scope:
-                    async with anyio.create_task_group() as tg:
-                        self._start_lanes(tg, chosen, batches(stores))
-                outer.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(self._grace_watchdog, name="grace-watchdog")
+                    outer.start_soon(self._save_histograms, name="histogram-saver")
+                    if self.cfg.engine.shared_queue:
+                        outer.start_soon(self._heartbeat, name="claim-heartbeat")
+                    with self._work_scope:
+                        async with anyio.create_task_group() as tg:
+                            self._start_lanes(tg, chosen, batches(stores))
+                    outer.cancel_scope.cancel()
+            except BaseExceptionGroup as group:  # callers see the error itself, not a task group's wrapper
+                raise cause(group) from group
             with anyio.CancelScope(shield=True):  # the rows of finished sources are committed
                 await stores.rows.flush()
             self.summary.failed_row_writes = stores.rows.failed_ops - self._failed_before

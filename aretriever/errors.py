@@ -6,7 +6,8 @@ Every error derives from :class:`AretrieverError`; a class docstring is its defa
     ├── ConfigError             bad configuration value, file or key
     ├── CatalogError            a catalog cannot be read or a row is unusable
     ├── StoreError              database or HDF5 storage failed
-    │   └── WriteError          a file could not be written completely
+    │   ├── WriteError          a file could not be written completely
+    │   └── StorageFault        storage unusable: DATA_ROOT unreadable, the database unreachable
     ├── ScienceError            a science step cannot run on a lightcurve (missing columns, bad bins)
     ├── ExportError             a lightcurve cannot be exported (unknown filter, bad metadata)
     └── FetchError              an archive request failed
@@ -43,6 +44,13 @@ class StoreError(AretrieverError):
 
 class WriteError(StoreError):
     """A data file could not be written completely."""
+
+
+class StorageFault(StoreError):
+    """Storage cannot be used: DATA_ROOT is unmounted, not permitted or failing, or no database answers.
+
+    Never taken for missing files: a run that meets it stops (exit 2) and re-fetches nothing.
+    """
 
 
 class ScienceError(AretrieverError, ValueError):
@@ -84,3 +92,17 @@ class PermanentFetchError(FetchError):
 
 class ArchiveErrorPage(PermanentFetchError):
     """The archive answered with an error page instead of data."""
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order; ``error`` itself if it is none."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
+def cause(error: BaseException) -> BaseException:
+    """The one error that explains ``error``: a group's first aretriever error, else its first."""
+    found = leaves(error)
+    ours = [e for e in found if isinstance(e, AretrieverError | KeyboardInterrupt)]
+    return (ours or found)[0]

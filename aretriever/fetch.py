@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,12 +20,12 @@ from tqdm import tqdm
 from aretriever.catalog import Catalog, GeneratedCatalog, SearchableCatalog, open_catalog
 from aretriever.config import load_config
 from aretriever.engine import Engine
-from aretriever.errors import AretrieverError, CatalogError, ConfigError
+from aretriever.errors import CatalogError
+from aretriever.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
+from aretriever.logs import configure_cli
 from aretriever.pipeline import SourceResult
 from aretriever.settings import Config
 from aretriever.summary import RunSummary
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +104,7 @@ async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Name
         def on_result(result: SourceResult) -> None:
             bar.update(1)
 
-        engine = Engine(cfg, on_result=on_result, catalog_name=catalog.name if catalog else "")
+        engine = Engine(cfg, on_result=on_result, catalog_name=catalog.name if catalog is not None else "")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, engine.request_stop)
@@ -144,10 +143,7 @@ def _catalog(args: argparse.Namespace, cfg: Config) -> Catalog | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_cli(verbose=args.verbose)
 
     def body() -> int:
         cfg = load(args)
@@ -162,20 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(asyncio.run(run_backfill(cfg, catalog, args)), args)
 
     return exit_code(body)
-
-
-def exit_code(body: Callable[[], int]) -> int:
-    """Run a command's body: errors become a message and the exit code (2 usage, 1 failed, 130)."""
-    try:
-        return body()
-    except (ConfigError, CatalogError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except AretrieverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import anyio
 from aretriever.adapters.base import Adapter, Fetched, HttpPort, Target
 from aretriever.errors import FetchError, MalformedResponse, StoreError
 from aretriever.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
+from aretriever.redact import redact
 from aretriever.retry import is_transient
 from aretriever.settings import AnalysisConfig
 from aretriever.skipcheck import Action, Decision, Products
@@ -388,7 +389,7 @@ class SourcePipeline:
             "stage": stage,
             "reason": reason,
             "attempts": attempts,
-            "last_error": str(exc)[:2000],
+            "last_error": redact(str(exc))[:2000],
             "first_at": _now(),
             "last_at": _now(),
             "resolved": False,

@@ -35,7 +35,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.config import load_config
-from aretriever.errors import AretrieverError, ConfigError, StoreError
+from aretriever.errors import AretrieverError, StoreError
+from aretriever.exits import EXIT_OK, exit_code
 from aretriever.settings import Config
 from aretriever.store import db, paths
 from aretriever.store.hdf5 import atomic_path
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 Array = np.ndarray[Any, Any]
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 TIME, MAG, MAGERR, FLAGGED, DSNR, FLUX = "mjd", "mag", "magerr", "flagged", "dsnr", "flux"
 MAD_TO_SIGMA: Final = 1.4826
@@ -564,18 +564,15 @@ async def read_source(cfg: Config, name: str, observatory: str | None) -> Source
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or Path(f"{paths.safe_name(args.source)}.png")
-    try:
+
+    def body() -> int:
         cfg = load(args)
         inputs = asyncio.run(read_source(cfg, args.source, args.observatory))
         save_png(plot_source(inputs.lightcurves, inputs.detections, inputs.title()), out, dpi=args.dpi)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except AretrieverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(out)
-    return EXIT_OK
+        print(out)
+        return EXIT_OK
+
+    return exit_code(body)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ from aretriever import adapters, fetch
 from aretriever.catalog import SearchableCatalog, chunk_to_targets, open_catalog
 from aretriever.catalog_index import Lookups
 from aretriever.errors import CatalogError, ConfigError, StoreError
+from aretriever.exits import EXIT_FAILED, EXIT_OK, exit_code
+from aretriever.logs import configure_cli
 from aretriever.pipeline import source_row
 from aretriever.settings import ColumnMap, Config
 from aretriever.store import paths
@@ -66,7 +68,6 @@ from aretriever.store.writers import RowWriter, Upsert
 
 log = logging.getLogger("aretriever.populate")
 
-EXIT_OK, EXIT_FAILED = fetch.EXIT_OK, fetch.EXIT_FAILED
 FILES_PER_BATCH = 256
 _RA_FOLDER = re.compile(r"RA\d{3}")
 
@@ -598,10 +599,7 @@ def _report(summary: PopulateSummary, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_cli(verbose=args.verbose, quiet=args.quiet)
 
     def body() -> int:
         cfg = load(args)
@@ -609,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = asyncio.run(populate(cfg, catalog, observatories=args.observatory or None))
         return _report(summary, args)
 
-    return fetch.exit_code(body)
+    return exit_code(body)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from aretriever.redact import redact
+
 
 class Outcome(StrEnum):
     """What happened to one source in one observatory lane."""
@@ -33,7 +35,7 @@ class LaneSummary:
     def add(self, outcome: Outcome, reason: str | None = None) -> None:
         self.outcomes[outcome.value] += 1
         if outcome is Outcome.FAILED:
-            self.failures[reason or "unknown"] += 1
+            self.failures[redact(reason) if reason else "unknown"] += 1  # summaries are shown and saved
 
 
 @dataclass(slots=True)

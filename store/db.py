@@ -37,7 +37,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from aretriever.errors import StoreError
+from aretriever.errors import StorageFault, StoreError
+from aretriever.redact import redact
 from aretriever.settings import StoreConfig
 
 from .models import NOW_OPTION, UPDATED_COLUMNS, Base, UTCDateTime
@@ -209,6 +210,7 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``, and callers
     in one process (two engines on two databases) with a lock around Alembic's global context.
     """
+    await check_reachable(engine)
     with anyio.CancelScope(shield=True):  # never leave the lock taken by a cancelled waiter
         await anyio.to_thread.run_sync(_MIGRATING.acquire)
     try:
@@ -218,6 +220,23 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
                 await conn.run_sync(_upgrade, revision)
     finally:
         _MIGRATING.release()
+
+
+async def check_reachable(engine: AsyncEngine) -> None:
+    """Connect once, so that a wrong URL, password or server fails with one clear line.
+
+    Raises
+    ------
+    StorageFault
+        Naming the database (password masked) and the driver's reason.
+    """
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except (OSError, sa.exc.DBAPIError) as exc:
+        shown = engine.url.render_as_string(hide_password=True)
+        reason = redact(" ".join(str(getattr(exc, "orig", None) or exc).split()))
+        raise StorageFault(f"store: cannot open the database {shown}: {reason}") from exc
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import importlib
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from aretriever.errors import ConfigError
 
 T = TypeVar("T")
+
+# the seed's own module paths (its config files and README name them) are ours under other names
+SEED_MODULES: Final = {
+    "src.analysis": "aretriever.science.analysis",
+    "src.finder": "aretriever.science.finder",
+    "src.quality": "aretriever.science.quality",
+    "src.simulator": "aretriever.science.simulator",
+}
 
 
 def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
@@ -27,6 +35,7 @@ def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
     ConfigError
         The module cannot be imported, has no such class, or the class does not extend ``base``.
     """
+    module = SEED_MODULES.get(module, module)
     try:
         found = importlib.import_module(module)
     except ImportError as exc:

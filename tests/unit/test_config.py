@@ -317,10 +317,22 @@ def test_from_seed_kwargs_shape() -> None:
     }
 
 
-def test_project_level_analysis_code_in_a_file(tmp_path: Path) -> None:
-    path = write(tmp_path / "p.yaml", {"project": {"name": "x", "analysis_class": "MyAnalysis"}})
-    cfg = load_config(path)
+def test_project_level_analysis_code_in_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_code.py").write_text(
+        "from aretriever.science.analysis import Analysis\n\nclass MyAnalysis(Analysis):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    project = {"name": "x", "analysis_module": "my_code", "analysis_class": "MyAnalysis"}
+    cfg = load_config(write(tmp_path / "p.yaml", {"project": project}))
     assert (cfg.project.name, cfg.analysis.analysis_class) == ("x", "MyAnalysis")
+
+
+def test_a_custom_class_that_cannot_load_fails_at_load_time(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.yaml", {"project": {"name": "x", "analysis_class": "MyAnalysis"}})
+    with pytest.raises(ConfigError, match=r"analysis\.analysis_class: module 'aretriever\.science\.analysis' has no"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"analysis\.finder_class: cannot import module 'nowhere'"):
+        load_config(False, sets=["analysis.finder_module=nowhere"])
 
 
 def test_flat_analysis_key_owned_by_two_sub_models_is_ambiguous() -> None:
@@ -630,10 +642,10 @@ def test_cli_show_and_hash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "#" not in out and yaml.safe_load(out) == public_dict(load_config(False))
     assert main(["config", "hash", "--config", "wd.yaml", "--cfg-key", "small"]) == 2
     assert (
-        capsys.readouterr().err == "config: cfg_key 'small' not in configs/wd.yaml (the file has: catalog)\n"
+        capsys.readouterr().err == "error: config: cfg_key 'small' not in configs/wd.yaml (the file has: catalog)\n"
     )
     assert main(["config", "hash", "--config", "wd.yaml", "--cfg-key", "catalog"]) == 2
-    assert capsys.readouterr().err.startswith("config: default: unknown key (allowed: analysis, catalog,")
+    assert capsys.readouterr().err.startswith("error: config: default: unknown key (allowed: analysis, catalog,")
     assert main(["config", "hash", "--project", "wd"]) == 0
     assert capsys.readouterr().out.strip() == config_hash(load_config(project="wd"))
 
@@ -643,11 +655,11 @@ def test_cli_bad_config_exits_2_without_traceback(capsys: pytest.CaptureFixture[
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        "config: analysis.finder.snr_threshold: Input should be greater than 0 "
+        "error: config: analysis.finder.snr_threshold: Input should be greater than 0 "
         "(got -5) in --set analysis.finder.snr_threshold=-5\n"
     )
     assert main(["config", "show", "--config", "missing.yaml"]) == 2
-    assert capsys.readouterr().err == "config: no such config file: configs/missing.yaml\n"
+    assert capsys.readouterr().err == "error: config: no such config file: configs/missing.yaml\n"
 
 
 @pytest.mark.parametrize(
