@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.adapters.base import Target
+from aretriever.errors import StorageFault
 from aretriever.store import paths
 from aretriever.store.hdf5 import verify_h5
 from aretriever.store.models import Failure, Lightcurve, Properties, RawPhotometry
@@ -219,12 +220,50 @@ def _before(when: datetime | None, limit: datetime | None) -> bool:
     return when is not None and limit is not None and when < limit
 
 
-def _file_state(path: Path, verify: bool) -> FileState:
+def _stat_size(path: Path) -> int | None:
+    """A file's size, None if it does not exist; any other failure is the storage's, not the file's.
+
+    Raises
+    ------
+    StorageFault
+        Permission denied, an I/O error, a folder that is a file...: re-fetching cannot help.
+    """
     try:
-        size = os.stat(path).st_size
-    except OSError:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageFault(
+            f"store: cannot stat {path}: {exc.strerror or exc} (errno {exc.errno}); is DATA_ROOT mounted"
+            " and readable? Stopping: nothing is fetched again until the storage answers"
+        ) from exc
+
+
+def _file_state(path: Path, verify: bool) -> FileState:
+    size = _stat_size(path)
+    if size is None:
         return FileState(None)
     return FileState(size, verify_h5(path) if verify else True)
+
+
+def check_observatory_folder(data_root: Path, observatory: str, stored_files: int) -> None:
+    """Refuse a DATA_ROOT that lacks the observatory folder while the database lists files in it.
+
+    One missing file is fetched again; a whole missing folder means DATA_ROOT is not the one the
+    database describes (unmounted, or another disk), and fetching everything again would be wrong.
+
+    Raises
+    ------
+    StorageFault
+        Naming the folder and how many files the database expects there.
+    """
+    folder = data_root / paths.safe_name(observatory.upper())
+    if stored_files and _stat_size(folder) is None:
+        raise StorageFault(
+            f"store: {folder} does not exist, but the database lists {stored_files} {observatory} files"
+            " in it: is DATA_ROOT mounted? (If the folder was deleted on purpose, create it empty to"
+            " fetch everything again.)"
+        )
 
 
 async def check_batch(
@@ -246,6 +285,8 @@ async def check_batch(
         failures, failed_at = await _open_failures(session, observatory, names)
 
     def on_disk() -> list[Decision]:
+        stored = sum(1 for row in raw.values() if row.filename and row.status != "no_data")
+        check_observatory_folder(data_root, observatory, stored)
         return [
             _decide_one(t, raw.get(t.name), lcs.get(t.name), failures.get(t.name, frozenset()))
             for t in targets
