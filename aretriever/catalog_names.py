@@ -83,7 +83,7 @@ def name_problem(value: object, text: str) -> str | None:
 
 def names_text(names: pd.Series) -> pd.Series:
     """:func:`name_text` of every cell, keeping the index (integer columns vectorised)."""
-    if names.dtype.kind in "iu":
+    if isinstance(names.dtype, np.dtype) and names.dtype.kind in "iu":  # not Int64: it has <NA>
         return names.astype(str)
     return pd.Series([name_text(v) for v in names], index=names.index, dtype=object)
 
