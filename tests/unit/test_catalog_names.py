@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.table import MaskedColumn, Table
 
-from aretriever.catalog import FileCatalog, chunk_to_targets
+from aretriever.adapters.base import Target
+from aretriever.catalog import BadRow, FileCatalog, chunk_to_targets
 from aretriever.catalog_formats import _astropy_to_frame, read_csv_table, read_tap_json, read_votable
 from aretriever.catalog_names import check_unique_names, name_text
 from aretriever.catalog_tap import with_names
@@ -49,9 +50,13 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _targets(path: Path, columns: ColumnMap = ColumnMap(), chunk_rows: int = 4):  # type: ignore[no-untyped-def]
+def _targets(
+    path: Path, columns: ColumnMap | None = None, chunk_rows: int = 4
+) -> tuple[list[Target], list[BadRow]]:
+    columns = columns or ColumnMap()
     chunks = list(FileCatalog(path, chunk_rows=chunk_rows, columns=columns).iter_chunks())
-    targets, bad = [], []
+    targets: list[Target] = []
+    bad: list[BadRow] = []
     for chunk in chunks:
         t, b = chunk_to_targets(chunk, columns)
         targets += t
