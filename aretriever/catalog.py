@@ -29,6 +29,7 @@ import pandas as pd
 
 from aretriever.adapters.base import Target
 from aretriever.catalog_index import CatalogLookup, Lookups, propagate_frame
+from aretriever.catalog_names import csv_text_options, name_problem, name_text, numeric_cells
 from aretriever.errors import CatalogError
 from aretriever.settings import CatalogConfig, ColumnMap
 
@@ -156,29 +157,48 @@ class FileCatalog(Lookups):
             raise self._unreadable(exc) from exc
 
     def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[pd.DataFrame]:
+        for chunk in self._file_chunks(start, stop):
+            yield self._shape(chunk)
+
+    def iter_names(self, start: int = 0, stop: int | None = None) -> Iterator[pd.Series]:
+        """The name column of rows ``start`` to ``stop``, as read (no renaming, no epoch shift)."""
+        column = self._file_name_column()
+        for chunk in self._file_chunks(start, stop):
+            if column in chunk.columns:
+                yield chunk[column]
+
+    def _file_chunks(self, start: int, stop: int | None) -> Iterator[pd.DataFrame]:
         try:
-            yield from self._chunks(start, stop)
+            yield from self._read_chunks(start, stop)
         except CatalogError:
             raise
         except Exception as exc:  # the readers' (pandas, astropy, h5py) own errors: the file is bad
             raise self._unreadable(exc) from exc
 
-    def _chunks(self, start: int, stop: int | None) -> Iterator[pd.DataFrame]:
+    def _read_chunks(self, start: int, stop: int | None) -> Iterator[pd.DataFrame]:
         reader = self._reader()
         if stop is not None and stop <= start:
             return
-        with contextlib.closing(reader(self.path, self.chunk_rows, max(0, start))) as chunks:
+        chunks = reader(self.path, self.chunk_rows, max(0, start), self._file_name_column())
+        with contextlib.closing(chunks):
             for offset, chunk in chunks:
                 chunk.index = pd.RangeIndex(offset, offset + len(chunk))
                 end = offset + len(chunk) if stop is None else min(stop, offset + len(chunk))
                 if end > max(start, offset):
-                    yield self._shape(chunk.loc[max(start, offset) : end - 1])
+                    yield chunk.loc[max(start, offset) : end - 1]
                 if stop is not None and offset + len(chunk) >= stop:
                     return
 
     def _unreadable(self, exc: Exception) -> CatalogError:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # astropy's run to pages
         return CatalogError(f"catalog: cannot read {self.path}: {reason}")
+
+    def _file_name_column(self) -> str:
+        """The file's column that becomes the name column (the file keeps the archive's names)."""
+        for raw, renamed in (self.rename or {}).items():
+            if renamed == self.columns.name:
+                return raw
+        return self.columns.name
 
     def _reader(self) -> _Reader:
         reader = _READERS.get(self.path.suffix.lower())
@@ -199,22 +219,28 @@ class FileCatalog(Lookups):
 
 # -------------------------------------------------------------------------- file readers
 # A reader yields (row number of the chunk's first row, chunk), starting at or before ``start``.
+# ``name_column`` is read as exact text where the format would infer a type (catalog_names.py).
+
+
+_Chunks = Generator[tuple[int, pd.DataFrame]]
 
 
 class _Reader(Protocol):
-    def __call__(self, path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]: ...
+    def __call__(self, path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks: ...
 
 
-def _read_csv(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
+def _read_csv(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
     offset = start
     skip = range(1, start + 1) if start else None  # keep the header line
-    with pd.read_csv(path, chunksize=chunk_rows, skiprows=skip) as chunks:
+    # Names as written ("0012", "NA", "nan" are names); the other columns keep pandas' missing words.
+    options = csv_text_options(pd.read_csv(path, nrows=0).columns, (name_column,))
+    with pd.read_csv(path, chunksize=chunk_rows, skiprows=skip, **options) as chunks:
         for chunk in chunks:
             yield offset, chunk
             offset += len(chunk)
 
 
-def _read_parquet(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
+def _read_parquet(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(path)
@@ -227,11 +253,12 @@ def _read_parquet(path: Path, chunk_rows: int, start: int) -> Generator[tuple[in
     if not groups:
         return
     for batch in source.iter_batches(batch_size=chunk_rows, row_groups=groups):
-        yield offset, batch.to_pandas()
+        # integers with nulls stay exact Python ints (pandas would make them floats: Gaia ids > 2**53)
+        yield offset, batch.to_pandas(integer_object_nulls=True)
         offset += batch.num_rows
 
 
-def _read_fits(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
+def _read_fits(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
     from astropy.table import Table
 
     table = Table.read(path, memmap=True)
@@ -246,7 +273,7 @@ def _fits_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _read_hdf5(path: Path, chunk_rows: int, start: int) -> Generator[tuple[int, pd.DataFrame]]:
+def _read_hdf5(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
     import h5py
 
     from aretriever.store.hdf5 import records_to_frame
@@ -282,7 +309,7 @@ def _count_rows(path: Path, reader: _Reader) -> int:
 
         with fits.open(path, memmap=True) as hdus:
             return int(hdus[1].header["NAXIS2"])
-    return sum(len(chunk) for _, chunk in reader(path, 100_000, 0))
+    return sum(len(chunk) for _, chunk in reader(path, 100_000, 0, ""))
 
 
 # -------------------------------------------------------------------------- opening
@@ -349,11 +376,6 @@ def _optional(chunk: pd.DataFrame, name: str | None) -> pd.Series | None:
     return chunk[name] if name is not None and name in chunk.columns else None
 
 
-def _float_or_none(value: object) -> float | None:
-    number = float(value)  # type: ignore[arg-type]
-    return None if math.isnan(number) else number
-
-
 def _coordinate_problem(ra: float, dec: float) -> str | None:
     if math.isnan(ra) or math.isnan(dec):
         return f"bad coordinates: ra={ra}, dec={dec} (NaN)"
@@ -364,32 +386,67 @@ def _coordinate_problem(ra: float, dec: float) -> str | None:
     return None
 
 
+_Cells = tuple[np.ndarray, dict[int, str]]  # floats (NaN: missing), and problems by position
+
+
+def _coordinates(columns: ColumnMap) -> tuple[tuple[str, str], ...]:
+    return (("ra", columns.ra), ("dec", columns.dec))
+
+
+def _numeric_columns(chunk: pd.DataFrame, columns: ColumnMap) -> dict[str, _Cells]:
+    """ra and dec (required), and mag, pmra, pmdec when the chunk has them, by role."""
+    out = {role: numeric_cells(_required(chunk, column), column) for role, column in _coordinates(columns)}
+    for role in ("mag", "pmra", "pmdec"):
+        found = _optional(chunk, getattr(columns, role))
+        if found is not None:
+            out[role] = numeric_cells(found, getattr(columns, role))
+    return out
+
+
+def _row_problem(index: int, raw: object, name: str, pos: int, cells: dict[str, _Cells]) -> str | None:
+    """Why row ``index`` cannot be used: its name, then cells that are not numbers, then coordinates."""
+    problem = name_problem(raw, name)
+    if problem:
+        return problem
+    bad = [found[1][pos] for found in cells.values() if pos in found[1]]
+    if bad:
+        return f"row {index}: " + "; ".join(bad)
+    return _coordinate_problem(cells["ra"][0][pos], cells["dec"][0][pos])
+
+
+def _number(cells: _Cells | None, pos: int) -> float | None:
+    if cells is None:
+        return None
+    value = float(cells[0][pos])
+    return None if math.isnan(value) else value
+
+
 def chunk_to_targets(chunk: pd.DataFrame, columns: ColumnMap) -> tuple[list[Target], list[BadRow]]:
-    """Targets from a catalog chunk, and the rows that cannot be used (with the reason)."""
+    """Targets from a catalog chunk, and the rows that cannot be used (with the reason).
+
+    Names are exact text (:mod:`aretriever.catalog_names`); a row with no name, a cell of a numeric
+    column that is not a number (named with its row and column), or impossible coordinates is a
+    :class:`BadRow`, and the other rows go on.
+    """
     names = _required(chunk, columns.name)
-    ra = pd.to_numeric(_required(chunk, columns.ra), errors="coerce")
-    dec = pd.to_numeric(_required(chunk, columns.dec), errors="coerce")
-    extras = {key: _optional(chunk, getattr(columns, key)) for key in ("mag", "pmra", "pmdec")}
+    cells = _numeric_columns(chunk, columns)
     targets: list[Target] = []
     bad: list[BadRow] = []
     for pos, index in enumerate(chunk.index):
         raw = names.iloc[pos]
-        name = (raw.decode() if isinstance(raw, bytes) else str(raw)).strip()
-        problem = (
-            "empty name" if not name or name == "nan" else _coordinate_problem(ra.iloc[pos], dec.iloc[pos])
-        )
+        name = name_text(raw)
+        problem = _row_problem(int(index), raw, name, pos, cells)
         if problem:
             bad.append(BadRow(int(index), name or f"row {index}", problem))
             continue
-        values = {key: None if col is None else _float_or_none(col.iloc[pos]) for key, col in extras.items()}
         targets.append(
             Target(
                 name=name,
-                ra_deg=float(ra.iloc[pos]),
-                dec_deg=float(dec.iloc[pos]),
-                mag=values["mag"],
-                pmra_mas_yr=values["pmra"] or 0.0,
-                pmdec_mas_yr=values["pmdec"] or 0.0,
+                ra_deg=float(cells["ra"][0][pos]),
+                dec_deg=float(cells["dec"][0][pos]),
+                mag=_number(cells.get("mag"), pos),
+                pmra_mas_yr=_number(cells.get("pmra"), pos) or 0.0,
+                pmdec_mas_yr=_number(cells.get("pmdec"), pos) or 0.0,
                 index=int(index),
             )
         )

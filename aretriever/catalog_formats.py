@@ -17,6 +17,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from aretriever.catalog_names import csv_text_options
 from aretriever.errors import CatalogError
 
 _TAIL_BYTES: Final = 256
@@ -85,7 +86,7 @@ def read_votable(source: Path | bytes, what: str) -> ParsedTable:
 
 
 def _astropy_to_frame(table: Any) -> pd.DataFrame:
-    """Masked cells become NaN (numbers) or "" (text); bytes become text."""
+    """Masked cells become NaN (floats), <NA> (integers: 64-bit ids stay exact) or "" (text)."""
     data: dict[str, Any] = {}
     for name in table.colnames:
         column = table[name]
@@ -93,7 +94,7 @@ def _astropy_to_frame(table: Any) -> pd.DataFrame:
         if values.dtype.kind in "SUO":
             data[name] = [_text(v) for v in np.ma.filled(values, "")]
         elif values.dtype.kind in "iu" and np.ma.is_masked(values):
-            data[name] = np.ma.filled(values.astype(float), np.nan)
+            data[name] = pd.arrays.IntegerArray(np.ma.getdata(values), np.ma.getmaskarray(values))
         elif values.dtype.kind in "fc":
             data[name] = np.ma.filled(values, np.nan)
         else:
@@ -133,24 +134,32 @@ def row_limit_reason(parsed: ParsedTable, asked_max_rows: int | None) -> str | N
 
 
 def read_tap_json(body: bytes, what: str) -> pd.DataFrame:
-    """A TAP ``FORMAT=json`` answer (``metadata`` + ``data``) as a frame; 64-bit ids stay exact."""
+    """A TAP ``FORMAT=json`` answer (``metadata`` + ``data``) as a frame; 64-bit ids stay exact.
+
+    Integer columns are int64, or nullable Int64 when a cell is null (never float: Gaia ids).
+    """
     try:
         document = json.loads(body)
         names = [column["name"] for column in document["metadata"]]
         rows = document["data"]
     except (ValueError, KeyError, TypeError) as exc:
         raise CatalogError(f"catalog: {what}: not a TAP JSON result ({exc!r})") from exc
-    frame = pd.DataFrame(rows, columns=names)
+    frame = pd.DataFrame(rows, columns=names, dtype=object)  # object: no int -> float on the way
     for column in document["metadata"]:
-        if column.get("datatype") in {"long", "int", "short"} and frame[column["name"]].notna().all():
-            frame[column["name"]] = frame[column["name"]].astype("int64")
+        values = frame[column["name"]]
+        if column.get("datatype") in {"long", "int", "short"}:
+            frame[column["name"]] = values.astype("int64" if values.notna().all() else "Int64")
+        else:
+            frame[column["name"]] = values.infer_objects()
     return frame
 
 
 def read_csv_table(body: bytes, what: str) -> pd.DataFrame:
-    """A TAP ``FORMAT=csv`` answer as a frame."""
+    """A TAP ``FORMAT=csv`` answer as a frame: names as text, integers exact (Int64 with nulls)."""
     try:
-        return pd.read_csv(io.BytesIO(body))
+        header = pd.read_csv(io.BytesIO(body), nrows=0).columns
+        options = csv_text_options(header, ("name", "designation"))
+        return pd.read_csv(io.BytesIO(body), dtype_backend="numpy_nullable", **options)  # type: ignore[no-any-return]
     except (ValueError, pd.errors.ParserError) as exc:
         raise CatalogError(f"catalog: {what}: not a CSV table ({exc})") from exc
 

@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import pandas as pd
 
+from aretriever.catalog_names import duplicate_names, names_text
 from aretriever.errors import CatalogError
 from aretriever.settings import ColumnMap
 
@@ -106,6 +107,7 @@ class CatalogLookup:
         self.columns = columns
         self.what = what
         self._names: pd.Series | None = None
+        self._repeated: dict[str, list[int]] = {}
         self._sky: SkyIndex | None = None
 
     @classmethod
@@ -132,10 +134,13 @@ class CatalogLookup:
                 )
             return int(key)
         if self._names is None:
-            self._names = _name_index(self.frame[self.columns.name])
+            self._names, self._repeated = _name_index(self.frame[self.columns.name])
         row = self._names.get(key.strip())
         if row is None:
             raise CatalogError(f"catalog: {self.what}: no row named {key!r}")
+        if key.strip() in self._repeated:
+            rows = ", ".join(map(str, self._repeated[key.strip()]))
+            raise CatalogError(f"catalog: {self.what}: the name {key!r} is on several rows ({rows})")
         return int(row)
 
     def get_row(self, key: int | str) -> pd.Series:
@@ -152,13 +157,12 @@ class CatalogLookup:
         return row
 
 
-def _name_index(names: pd.Series) -> pd.Series:
-    """Row number by stripped name (vectorised: 1.3 M names in well under a second); first wins."""
-    if names.dtype == object and len(names) and isinstance(names.iloc[0], bytes):
-        names = names.str.decode("utf-8")
-    index = pd.Index(names.astype(str).str.strip())
+def _name_index(names: pd.Series) -> tuple[pd.Series, dict[str, list[int]]]:
+    """Row number by exact name text (``catalog_names.names_text``; 1.3 M names in about a second),
+    and the rows of every name on more than one row (a look-up of those fails, naming them)."""
+    index = pd.Index(names_text(names.reset_index(drop=True)))
     first = ~index.duplicated()
-    return pd.Series(np.flatnonzero(first), index=index[first])
+    return pd.Series(np.flatnonzero(first), index=index[first]), duplicate_names([pd.Series(index)])
 
 
 class Lookups:

@@ -51,6 +51,7 @@ from aretriever.catalog_formats import (
     read_csv_table,
     read_tap_json,
 )
+from aretriever.catalog_names import names_text
 from aretriever.errors import CatalogError
 from aretriever.http import Lane
 
@@ -139,10 +140,11 @@ def with_names(frame: pd.DataFrame, query: str) -> pd.DataFrame:
         return frame
     out = frame.copy()
     if "designation" in frame.columns:
-        out["name"] = frame["designation"].astype(str)
+        out["name"] = names_text(frame["designation"])  # a missing one stays "" (a bad row later)
     elif "source_id" in frame.columns:
         prefix = f"Gaia {release_of(query)} ".replace("  ", " ")
-        out["name"] = [f"{prefix}{int(s)}" for s in frame["source_id"]]
+        ids = names_text(frame["source_id"])  # exact digits, never through a float
+        out["name"] = [f"{prefix}{i}" if i else "" for i in ids]
     else:
         raise CatalogError(
             f"catalog: gaia: the query returned no 'designation' or 'source_id' to name sources by; "

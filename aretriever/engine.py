@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aretriever.adapters import available, get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
 from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targets
+from aretriever.catalog_names import check_unique_names
 from aretriever.config import config_hash, to_yaml
 from aretriever.errors import ConfigError, cause
 from aretriever.histogram_file import HistogramFile
@@ -195,7 +196,13 @@ class Engine:
                 return self._shared_batches(catalog, start, stop, stores)
             return self._catalog_batches(catalog, start, stop, stores)
 
+        await self._check_names(catalog, start, stop)
         return await self._run(batches, catalog.name, on_result=on_result)
+
+    async def _check_names(self, catalog: Catalog, start: int, stop: int | None) -> None:
+        """Duplicate names fail the run before any request (a whole scan of the range's names)."""
+        name = self.cfg.catalog.columns.name
+        await anyio.to_thread.run_sync(check_unique_names, catalog, name, start, stop)
 
     async def run_targets(
         self,
@@ -368,6 +375,7 @@ class Engine:
     ) -> dict[str, Counter[str]]:
         """What a run would do (the skip check alone): no request, no file written."""
         counts: dict[str, Counter[str]] = {name: Counter() for name in self.observatories}
+        await self._check_names(catalog, start, stop)
         db = create_engine(self.db_url)
         try:
             await migrate(db)
