@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from aretriever.errors import ConfigError
+from aretriever.errors import ConfigError, StorageFault
 from aretriever.store import paths
 
 MARKER: Final = "project.json"
@@ -82,7 +82,10 @@ def claim(root: Path, folder: str, project: str) -> None:
     marker exists, so of two processes claiming one folder at once exactly one wins.
     """
     path = paths.resolve(root, folder)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission: not a project problem, a storage one
+        raise StorageFault(f"store: cannot make the product folder {path}: {exc.strerror or exc}") from exc
     if owner(root, folder) is None:
         tmp = path / f".{MARKER}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         tmp.write_text(json.dumps({"project": project}) + "\n", encoding="utf-8")

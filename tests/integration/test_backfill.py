@@ -207,19 +207,14 @@ def test_verify_opens_files_and_refetches_the_unreadable(run_cli, archive, tmp_p
         assert len(f.keys()) == 1
 
 
-def test_an_unwritable_data_root_fails_clearly_and_leaves_no_row_without_its_file(
-    run_cli, archive, db_url, tmp_path
-) -> None:
+def test_a_data_root_blocked_by_a_file_stops_before_any_request(run_cli, archive, db_url, tmp_path, capsys) -> None:
     root = tmp_path / "data"
     root.mkdir()
-    (root / "ZTF").write_text("a file where the ZTF folder should be")  # writes fail, even as root
-    summary = tmp_path / "s.json"
-    assert run_cli("--summary-json", str(summary), size=3) == 1
-    ztf = json.loads(summary.read_text())["observatories"]["ztf"]
-    assert ztf["failed"] == 3 and ztf["failures"] == {"WriteError": 3}
-    failures = query(db_url, "select stage, last_error from failures order by source_name")
-    assert [stage for stage, _ in failures] == ["write"] * 3
-    assert all("ZTF" in error and "cannot" in error.lower() for _, error in failures), failures
+    (root / "ZTF").write_text("a file where the ZTF folder should be")  # every path below is ENOTDIR
+    assert run_cli(size=3) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'ZTF'}" in err and "is DATA_ROOT mounted and readable?" in err
+    assert archive.archive.count() == 0
     assert query(db_url, "select count(*) from raw_photometry") == [(0,)]
     assert query(db_url, "select count(*) from lightcurves") == [(0,)]
 

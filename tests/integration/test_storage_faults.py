@@ -70,3 +70,12 @@ def test_a_folder_replaced_by_a_file_is_a_storage_fault(run_cli, archive, tmp_pa
     assert run_cli(size=4) == 2
     assert f"(errno {errno.ENOTDIR})" in capsys.readouterr().err
     assert archive.archive.count(ZTF) == 0
+
+
+def test_a_product_folder_blocked_by_a_file_stops_before_any_request(run_cli, archive, tmp_path, capsys) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "DEFAULT").write_text("a file where the project's folder should be")
+    assert run_cli(size=3) == 2
+    assert f"cannot make the product folder {root / 'DEFAULT'}" in capsys.readouterr().err
+    assert archive.archive.count() == 0
