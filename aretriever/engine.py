@@ -376,7 +376,7 @@ class Engine:
         stack.push_async_callback(db.dispose)
         await migrate(db)
         self._sessions = session_factory(db)
-        files = await stack.enter_async_context(FileWriter())
+        files = await stack.enter_async_context(FileWriter(fsync=self.cfg.store.fsync))
         rows = await stack.enter_async_context(
             RowWriter(
                 self._sessions, batch_rows=self.cfg.store.db_batch_rows, batch_ms=self.cfg.store.db_batch_ms

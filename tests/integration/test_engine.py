@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from aretriever.catalog import GeneratedCatalog
 from aretriever.config import load_config
 from aretriever.engine import Engine
@@ -30,3 +32,38 @@ async def test_engine_accepts_any_executor_and_reports_each_source(db_url: str, 
     assert sorted(r.source for r in seen) == [f"TEST{i:06d}" for i in range(2, 7)]
     assert all(r.observatory == "ztf" and r.num_lightcurves > 0 for r in seen)
     assert fake.count() == 5
+
+
+async def test_files_are_synced_before_their_rows_by_default(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from aretriever.store import hdf5
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(hdf5.os, "fsync", fsync)
+    async with FakeArchive() as fake:
+        cfg = load_config(
+            False,
+            overrides={
+                "store": {"data_root": str(tmp_path / "data"), "db_url": db_url},
+                "observatories": {"ztf": {"base_url": fake.url, "rate_per_s": 1000}},
+                "engine": {"analyze": False},
+            },
+        )
+        assert cfg.store.fsync is True
+        with ThreadPoolExecutor(max_workers=2) as executor:
+            summary = await Engine(cfg, executor=executor).run(GeneratedCatalog(3))
+    assert summary.total(Outcome.FETCHED) == 3
+    raw_files = sorted((tmp_path / "data" / "ZTF").rglob("*.h5"))
+    assert len(raw_files) == 3
+    for path in raw_files:  # each file was synced under its temporary name, then its folder
+        assert any(Path(s).parent == path.parent and f".{path.name}." in s for s in synced)
+        assert str(path.parent) in synced
