@@ -34,6 +34,7 @@ import pandas as pd
 from h5py import h5a, h5d, h5s, h5t
 
 from aretriever.errors import StoreError, WriteError
+from aretriever.store.owners import owner_token
 
 JSON_ATTR = "__json__"
 Records = np.ndarray[Any, Any]
@@ -221,8 +222,12 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
 
 
 def temp_path(path: Path) -> Path:
-    """Return a hidden temporary name beside ``path`` (pid + random suffix: never shared)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    """Return a hidden temporary name beside ``path``: ``.<name>.<owner token>.<random>.tmp``.
+
+    Never shared; the owner token (host, pid; see :mod:`aretriever.store.owners`) lets a later
+    start sweep what a killed process left, and only that.
+    """
+    return path.with_name(f".{path.name}.{owner_token()}.{secrets.token_hex(4)}.tmp")
 
 
 @contextlib.contextmanager
