@@ -286,7 +286,7 @@ class Engine:
                 await anyio.to_thread.run_sync(write_version_config, self.cfg, folder, self.products.cfg_hash)
             if self.products.analyze:
                 folder = paths.resolve(self.data_root, self.products.folder)
-                self.histograms = HistogramFile(folder, self.cfg.analysis.histograms)
+                self.histograms = HistogramFile(folder, self.cfg.analysis.histograms, self.products.cfg_hash)
                 stack.push_async_callback(self.histograms.save)
             await self._open_lanes(stack, cpu, stores, self._catalog_name)
             self._stores = stores
