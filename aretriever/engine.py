@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -43,7 +42,7 @@ from aretriever.http import Lane, LaneStats, make_limiter
 from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
 from aretriever.skipcheck import Decision, Freshness, Products, check_batch
-from aretriever.store import paths, product_folders
+from aretriever.store import owners, paths, product_folders
 from aretriever.store.db import create_engine, migrate, resolve_db_url, retry_transient, session_factory
 from aretriever.store.hdf5 import atomic_path
 from aretriever.store.models import Failure, WorkItem
@@ -162,6 +161,7 @@ class Engine:
         self._listener: ResultSink | None = None
         self._failed_before = 0
         self._lanes_in_run = 0
+        self._sweeper: owners.Sweeper | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -298,6 +298,7 @@ class Engine:
             cpu = CpuRunner(self._executor, self.cfg.engine.workers)
             stack.push_async_callback(cpu.aclose)
             stores = await self._open_stores(stack)
+            await self._claim_data_root(stack)
             if self.products.reduce:
                 await anyio.to_thread.run_sync(
                     product_folders.claim, self.data_root, self.products.folder, self.products.project
@@ -307,7 +308,7 @@ class Engine:
                 await anyio.to_thread.run_sync(write_version_config, self.cfg, folder, self.products.cfg_hash)
             if self.products.analyze:
                 folder = paths.resolve(self.data_root, self.products.folder)
-                self.histograms = HistogramFile(folder, self.cfg.analysis.histograms)
+                self.histograms = HistogramFile(folder, self.cfg.analysis.histograms, self.products.cfg_hash)
                 stack.push_async_callback(self.histograms.save)
             await self._open_lanes(stack, cpu, stores, self._catalog_name)
             self._stores = stores
@@ -402,7 +403,7 @@ class Engine:
         stack.push_async_callback(db.dispose)
         await migrate(db)
         self._sessions = session_factory(db)
-        files = await stack.enter_async_context(FileWriter())
+        files = await stack.enter_async_context(FileWriter(fsync=self.cfg.store.fsync))
         rows = await stack.enter_async_context(
             RowWriter(
                 self._sessions, batch_rows=self.cfg.store.db_batch_rows, batch_ms=self.cfg.store.db_batch_ms
@@ -432,11 +433,32 @@ class Engine:
             self._lanes[name] = _LaneRuntime(name, cfg, adapter, http, pipeline)
 
     def _fresh_scratch(self, lane: str) -> Path:
-        """The lane's scratch folder, emptied: what a killed run left there is never picked up."""
-        folder = paths.scratch_dir(self.data_root, lane)
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        """This process's scratch folder of the lane (other processes' folders are theirs)."""
+        folder = paths.scratch_dir(self.data_root, lane, owners.owner_token())
+        folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    async def wait_for_sweep(self) -> None:
+        """Wait until the start-up sweep of temporary files has finished (tests, tools)."""
+        if self._sweeper is not None:
+            await anyio.to_thread.run_sync(self._sweeper.join)
+
+    async def _claim_data_root(self, stack: AsyncExitStack) -> None:
+        """Hold this process's owner lock on DATA_ROOT; sweep what dead owners left behind.
+
+        Scratch folders are few: swept now. Temporary files are looked for only where this
+        engine writes (its observatory folders and product folder, one level of RA folders), in
+        a background thread: with a million files there, a start must not wait for the walk.
+        """
+        stack.enter_context(owners.holding(self.data_root))
+        swept = await anyio.to_thread.run_sync(owners.sweep_scratch, self.data_root)
+        if swept:
+            log.info("removed %d scratch folders of processes that are gone", swept)
+        folders = [self.data_root / paths.safe_name(name.upper()) for name in self.observatories]
+        if self.products.reduce:
+            folders.append(paths.resolve(self.data_root, self.products.folder))
+        self._sweeper = owners.Sweeper(self.data_root, folders)
+        stack.push_async_callback(anyio.to_thread.run_sync, self._sweeper.stop)
 
     def _start_lanes(
         self, tg: TaskGroup, lanes: Mapping[str, _LaneRuntime], batches: AsyncIterator[list[Target]]

@@ -4,13 +4,30 @@ Counts since the last save are kept in memory and added to the file at each save
 ``save_every_s`` and at the end of a run), so the file always holds whole lightcurves and a
 killed run loses at most the counts of its last interval (its sources stay analysed: see
 docs/design.md). Counting runs in a worker thread, off the event loop.
+
+Several processes may analyse one project at once, and a source may be analysed again (its
+reduced file was deleted, the database was rebuilt by ``populate``, a killed run is resumed):
+
+- each save is one read-add-write of the file under an exclusive ``flock`` on the sidecar
+  ``score_histograms.h5.lock``, so no process overwrites counts another one added;
+- the file keeps a ledger (``counted``, sorted uint64) of 64-bit digests of every lightcurve it
+  counted: observatory, source name, its number and total (``series_number``/``series_total``),
+  filter, time span and config hash. A save adds only lightcurves whose digest is not in the
+  ledger, in the same locked write, so counts and ledger never disagree and a lightcurve is
+  counted once however often it is analysed. A lightcurve that changed (new data after a
+  refetch: another span) is a new lightcurve and is counted again; its old counts stay.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -20,12 +37,41 @@ import pandas as pd
 from aretriever.adapters.base import Target
 from aretriever.errors import ConfigError
 from aretriever.pool import ReducedTable
-from aretriever.science.histograms import ScoreHistograms, histogram_path
+from aretriever.science.histograms import Binned, ScoreHistograms, histogram_path
 from aretriever.settings import HistogramConfig
 
 log = logging.getLogger("aretriever.histograms")
 
 _COLUMNS = ("snr", "dmag", "offset", "flagged")
+
+
+def lightcurve_digest(
+    observatory: str, source: str, number: int, total: int, table: ReducedTable, cfg_hash: str
+) -> int:
+    """The 64-bit identity of one analysed lightcurve (what the ledger records)."""
+    identity = [
+        observatory,
+        source,
+        number,
+        total,
+        table.filter,
+        float(table.time_start_mjd).hex(),  # exact: the same data reduce to the same bits
+        float(table.time_end_mjd).hex(),
+        cfg_hash,
+    ]
+    text = json.dumps(identity, ensure_ascii=True)  # any name, even lone surrogates, encodes
+    return int.from_bytes(hashlib.blake2b(text.encode("ascii"), digest_size=8).digest(), "big")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created, never deleted: deleting lock files races)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class HistogramFile:
@@ -38,51 +84,83 @@ class HistogramFile:
         or move the old file away).
     """
 
-    def __init__(self, project_dir: Path, cfg: HistogramConfig) -> None:
+    def __init__(self, project_dir: Path, cfg: HistogramConfig, cfg_hash: str = "") -> None:
         self.path = histogram_path(project_dir)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.cfg = cfg
-        self._pending = ScoreHistograms(cfg)
+        self.cfg_hash = cfg_hash
+        self._empty = ScoreHistograms(cfg)  # bins lightcurves; never counts
+        self._pending: dict[int, Binned] = {}  # digest -> a lightcurve not saved yet
         self._lock = threading.Lock()
         if self.path.exists():
-            stored = ScoreHistograms.load(self.path)
-            if stored.binning() != self._pending.binning():
-                raise ConfigError(
-                    f"config: analysis.histograms: {self.path} was counted with bins {stored.binning()},"
-                    f" not {self._pending.binning()}"
-                )
+            self._check_binning(ScoreHistograms.load(self.path))
 
-    async def add(self, target: Target, tables: Sequence[ReducedTable]) -> None:
-        """Count the scores of a source's analysed lightcurves."""
-        await anyio.to_thread.run_sync(self._add, target, tables)
+    def _check_binning(self, stored: ScoreHistograms) -> None:
+        if stored.binning() != self._empty.binning():
+            raise ConfigError(
+                f"config: analysis.histograms: {self.path} was counted with bins {stored.binning()},"
+                f" not {self._empty.binning()}"
+            )
 
-    def _add(self, target: Target, tables: Sequence[ReducedTable]) -> None:
-        for table in tables:
+    async def add(self, target: Target, tables: Sequence[ReducedTable], observatory: str = "") -> None:
+        """Count the scores of a source's analysed lightcurves (at the next save)."""
+        await anyio.to_thread.run_sync(self._add, target, tables, observatory)
+
+    def _add(self, target: Target, tables: Sequence[ReducedTable], observatory: str) -> None:
+        total = len(tables)
+        for number, table in enumerate(tables, start=1):
             names = table.records.dtype.names or ()
             if not all(column in names for column in _COLUMNS):
                 continue  # not analysed
+            digest = lightcurve_digest(observatory, target.name, number, total, table, self.cfg_hash)
             scores = pd.DataFrame({column: table.records[column] for column in _COLUMNS})
             exptime = (
                 np.asarray(table.records["exptime"], dtype=float)
                 if "exptime" in names
                 else table.stats.get("exptime_s")
             )
+            binned = self._empty.bin(scores, target.mag, exptime, table.filter)
             with self._lock:
-                self._pending.add(scores, target.mag, exptime, table.filter)
+                self._pending.setdefault(digest, binned)
 
     async def save(self) -> None:
-        """Add the counts since the last save to the file (written atomically)."""
+        """Add the lightcurves not counted yet to the file (locked, written atomically)."""
         await anyio.to_thread.run_sync(self._save)
 
     def _save(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, ScoreHistograms(self.cfg)
-        if pending.n_points() == 0:
+            pending, self._pending = self._pending, {}
+        if not pending:
             return
         try:
-            total = ScoreHistograms.load(self.path) + pending if self.path.exists() else pending
-            total.save(self.path)
+            added, points = self._add_to_file(pending)
         except Exception:
-            with self._lock:  # keep the counts for the next save
-                self._pending = pending + self._pending
+            with self._lock:  # keep them for the next save
+                self._pending = {**pending, **self._pending}
             raise
-        log.info("histograms: %d points added to %s", pending.n_points(), self.path)
+        log.info(
+            "histograms: %d lightcurves (%d points) added to %s; %d were counted already",
+            added,
+            points,
+            self.path,
+            len(pending) - added,
+        )
+
+    def _add_to_file(self, pending: dict[int, Binned]) -> tuple[int, int]:
+        """One read-add-write under the file lock: (lightcurves added, points added)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.lock_path):
+            if self.path.exists():
+                stored, ledger = ScoreHistograms.load_with_ledger(self.path)
+                self._check_binning(stored)
+            else:
+                stored, ledger = ScoreHistograms(self.cfg), np.array([], dtype=np.uint64)
+            digests = np.fromiter(pending, dtype=np.uint64, count=len(pending))
+            new = digests[~np.isin(digests, ledger)]
+            if len(new) == 0:
+                return 0, 0
+            before = stored.n_points()
+            for digest in new.tolist():
+                stored.count(pending[digest])
+            stored.save(self.path, ledger=np.union1d(ledger, new))
+            return len(new), stored.n_points() - before

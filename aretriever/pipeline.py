@@ -41,7 +41,7 @@ _SOURCE_COLUMNS = ("ra_deg", "dec_deg", "mag", "pmra_mas_yr", "pmdec_mas_yr", "c
 class HistogramSink(Protocol):
     """Where the score histograms of analysed lightcurves are counted."""
 
-    async def add(self, target: Target, tables: Sequence[ReducedTable]) -> None: ...
+    async def add(self, target: Target, tables: Sequence[ReducedTable], observatory: str = "") -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +256,7 @@ class SourcePipeline:
         }
         nbytes = await self._write(relpath, tables)
         if self.histograms is not None and self.analysis is not None:
-            await self.histograms.add(target, lcs)
+            await self.histograms.add(target, lcs, self.observatory)
         return [
             self._lightcurve_row(target, lc, relpath, key, i, total, nbytes)
             for i, (key, lc) in enumerate(zip(keys, lcs, strict=True), start=1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -112,8 +114,16 @@ def _read_raw(job: CpuJob) -> pd.DataFrame:
     return frame
 
 
+PARENT_POLL_S = 1.0  # how often a worker without pidfd support checks that its owner lives
+
+
 def default_executor(workers: int | None) -> ProcessPoolExecutor:
-    """A process pool started by a fork server: workers never inherit the loop's threads or locks."""
+    """A process pool started by a fork server: workers never inherit the loop's threads or locks.
+
+    Each worker watches the process that made the pool and exits when it dies, even by SIGKILL:
+    its parent is the fork server, not that process, and it would otherwise wait forever on a
+    queue whose write end it holds itself. (The fork server exits on its own when its owner goes.)
+    """
     context = multiprocessing.get_context("forkserver")
     preload = [
         "aretriever.pool",
@@ -122,4 +132,46 @@ def default_executor(workers: int | None) -> ProcessPoolExecutor:
         "aretriever.science.analysis",
     ]
     context.set_forkserver_preload(preload)
-    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
+    return ProcessPoolExecutor(
+        max_workers=workers or os.cpu_count() or 1,
+        mp_context=context,
+        initializer=watch_owner,
+        initargs=(os.getpid(),),
+    )
+
+
+def watch_owner(owner_pid: int) -> None:
+    """Pool initializer: start a daemon thread that ends this worker when ``owner_pid`` is gone."""
+    pidfd = _open_pidfd(owner_pid)
+    if pidfd is None and not _alive(owner_pid):
+        os._exit(1)  # the owner died before this worker started
+    threading.Thread(target=_wait_for_exit, args=(owner_pid, pidfd), name="owner-watch", daemon=True).start()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    # a pidfd refers to that very process: unlike a pid it cannot be reused by another one
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or the owner is already gone
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_exit(owner_pid: int, pidfd: int | None) -> None:
+    if pidfd is not None:
+        select.select([pidfd], [], [])  # readable once the owner has exited
+    else:
+        while _alive(owner_pid):
+            time.sleep(PARENT_POLL_S)
+    # no cleanup: the owner that would collect our results is gone, and interpreter shutdown
+    # could block on the very queues that kept this worker alive
+    os._exit(1)

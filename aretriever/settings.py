@@ -475,6 +475,11 @@ class StoreConfig(Part):
         description="longest wait before a partial batch is written",
         json_schema_extra=OPERATIONAL,
     )
+    fsync: bool = Field(
+        True,
+        description="flush each file, then its folder, to the disk before its rows are committed",
+        json_schema_extra=OPERATIONAL,
+    )
 
 
 class DaemonConfig(Part):

@@ -19,6 +19,7 @@ under its final name is always complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -33,6 +34,7 @@ import pandas as pd
 from h5py import h5a, h5d, h5s, h5t
 
 from aretriever.errors import StoreError, WriteError
+from aretriever.store.owners import owner_token
 
 JSON_ATTR = "__json__"
 Records = np.ndarray[Any, Any]
@@ -198,26 +200,46 @@ def _write_table(h5: h5py.File, key: str, table: pd.DataFrame | Records, meta: M
     _write_attrs(dataset, meta)
 
 
+# fsync of a folder is refused by some file systems and platforms (EINVAL, ENOTSUP, EBADF, EACCES):
+# the rename is then as durable as that file system makes it, and the write still succeeds
+_DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES})
+
+
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    except OSError as exc:
+        if directory and exc.errno in _DIR_FSYNC_UNSUPPORTED:
+            return
+        raise
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if not (directory and exc.errno in _DIR_FSYNC_UNSUPPORTED):
+            raise
     finally:
         os.close(fd)
 
 
 def temp_path(path: Path) -> Path:
-    """Return a hidden temporary name beside ``path`` (pid + random suffix: never shared)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    """Return a hidden temporary name beside ``path``: ``.<name>.<owner token>.<random>.tmp``.
+
+    Never shared; the owner token (host, pid; see :mod:`aretriever.store.owners`) lets a later
+    start sweep what a killed process left, and only that.
+    """
+    return path.with_name(f".{path.name}.{owner_token()}.{secrets.token_hex(4)}.tmp")
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path, what: str, *, fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path, what: str, *, fsync: bool = True) -> Iterator[Path]:
     """Write to the yielded temporary path; on success it replaces ``path`` in one rename.
 
-    Parent folders are created. Any failure raises :class:`WriteError` ("<what>: cannot write
-    <path>: ...") and leaves an older file under ``path`` untouched; the temporary is removed
-    (quietly: when the folder itself is what failed, that error is the one to report).
+    With ``fsync`` (the default) the temporary file is flushed to the disk before the rename and
+    the folder after it, so once this returns the file survives a power cut under its final name
+    (rows that point to it are committed only after that). Parent folders are created.
+    Any failure raises :class:`WriteError` ("<what>: cannot write <path>: ...") and leaves an
+    older file under ``path`` untouched; the temporary is removed (quietly: when the folder
+    itself is what failed, that error is the one to report).
     """
     tmp = temp_path(path)
     try:
@@ -237,7 +259,7 @@ def atomic_path(path: Path, what: str, *, fsync: bool = False) -> Iterator[Path]
             tmp.unlink(missing_ok=True)
 
 
-def write_h5(path: Path, tables: Tables, *, fsync: bool = False) -> int:
+def write_h5(path: Path, tables: Tables, *, fsync: bool = True) -> int:
     """Write every table of ``tables`` (key -> (DataFrame, metadata)) to ``path``, atomically.
 
     Parent folders are created. All keys go to a temporary file in the same folder, which then
@@ -250,7 +272,8 @@ def write_h5(path: Path, tables: Tables, *, fsync: bool = False) -> int:
     tables
         Keys (see :func:`aretriever.store.paths.raw_key`) mapped to a table and its metadata.
     fsync
-        Flush the file and its folder to the disk before returning (slower; for crash safety).
+        Flush the file, then its folder, to the disk before returning (crash safety; see
+        docs/performance.md for its cost).
 
     Returns
     -------

@@ -156,9 +156,15 @@ def reduction_key(name: str, number: int, total: int) -> str:
 SCRATCH: Final = ".scratch"
 
 
-def scratch_dir(root: Path, lane: str) -> Path:
-    """A lane's folder of half-downloaded files: ``DATA_ROOT/.scratch/<lane>`` (never a product)."""
-    return root / SCRATCH / safe_name(lane)
+def scratch_dir(root: Path, lane: str, owner: str | None = None) -> Path:
+    """A lane's folder of half-downloaded files: ``DATA_ROOT/.scratch/<lane>`` (never a product).
+
+    With ``owner`` (an owner token, :func:`aretriever.store.owners.owner_token`), that process's
+    own folder in it, ``DATA_ROOT/.scratch/<lane>/<owner>``: processes sharing DATA_ROOT never
+    touch each other's downloads.
+    """
+    folder = root / SCRATCH / safe_name(lane)
+    return folder if owner is None else folder / safe_name(owner)
 
 
 def resolve(root: Path, relpath: str) -> Path:

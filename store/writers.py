@@ -142,10 +142,10 @@ class FileWriter(_QueueTask[_Job]):
     queue_size
         Jobs waiting at most; ``write`` waits for space beyond that.
     fsync
-        Flush each written file to the disk before reporting it written.
+        Flush each written file, then its folder, to the disk before reporting it written.
     """
 
-    def __init__(self, *, queue_size: int = 64, fsync: bool = False, name: str = "file-writer"):
+    def __init__(self, *, queue_size: int = 64, fsync: bool = True, name: str = "file-writer"):
         super().__init__(name, queue_size)
         self._fsync = fsync
         self._executor: ThreadPoolExecutor | None = None

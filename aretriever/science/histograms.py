@@ -32,7 +32,8 @@ category sets may differ. Histograms with different binning refuse to merge.
 
 Files (:meth:`ScoreHistograms.save`) are HDF5, written to a temporary name and renamed: one int64
 dataset per score (the axes above), ``filters`` (UTF-8 bytes), ``exptimes_s`` (float64, NaN =
-unknown), and the binning as root attributes ``<name>_bins`` = ``[low, high, step]``.
+unknown), the binning as root attributes ``<name>_bins`` = ``[low, high, step]``, and optionally
+``counted`` (sorted uint64: which lightcurves the counts hold; see ``aretriever.histogram_file``).
 By default they live in the project folder as :data:`HISTOGRAM_FILENAME`.
 """
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
@@ -60,6 +62,7 @@ SCORES: Final = ("snr", "dmag", "offset")
 KINDS: Final[tuple[Kind, ...]] = ("all", "good")
 BIN_FIELDS: Final = ("snr_bins", "dmag_bins", "offset_bins", "mag_bins")
 HISTOGRAM_FILENAME: Final = "score_histograms.h5"
+LEDGER: Final = "counted"  # optional dataset: sorted uint64 digests of the lightcurves counted
 FORMAT_NAME: Final = "aretriever.score_histograms"
 FORMAT_VERSION: Final = 1
 NAN_SLOT: Final = 0  # NaN score, or unknown source magnitude
@@ -133,6 +136,31 @@ def _index_of(categories: Sequence[Any], value: Any) -> int:
         if existing == value or (isinstance(value, float) and math.isnan(value) and math.isnan(existing)):
             return i
     raise KeyError(value)
+
+
+def _exptime_keys(exptime_s: ExptimeLike, n_rows: int) -> tuple[tuple[float, ...], Array]:
+    """Exposure-time categories of a lightcurve and, per row, the index of its category."""
+    if exptime_s is None or isinstance(exptime_s, int | float | np.number):
+        key = _exptime_key(None if exptime_s is None else float(exptime_s))
+        return (key,), np.zeros(n_rows, dtype=np.uint8)
+    raw = np.asarray(exptime_s, dtype=np.float64)
+    if raw.shape != (n_rows,):
+        raise HistogramError(f"histograms: exptime_s has shape {raw.shape}; expected ({n_rows},)")
+    unique, inverse = np.unique(raw, return_inverse=True)
+    index = inverse.reshape(n_rows).astype(np.min_scalar_type(max(len(unique) - 1, 0)))
+    return tuple(_exptime_key(float(v)) for v in unique), index
+
+
+@dataclass(frozen=True, slots=True)
+class Binned:
+    """One lightcurve's points in their slots (:meth:`ScoreHistograms.bin`), ready to count."""
+
+    filter: str
+    mag_slot: int
+    exptimes_s: tuple[float, ...]  # exposure-time categories (NaN: unknown); may repeat
+    exptime_index: Array  # per point: index into exptimes_s
+    slots: dict[str, Array]  # per score: the slot of each point
+    good: Array  # per point: not flagged
 
 
 class ScoreHistograms:
@@ -233,36 +261,48 @@ class ScoreHistograms:
         HistogramError
             A score column is missing, or ``good`` or ``exptime_s`` does not have one value per row.
         """
+        self.count(self.bin(scores, source_mag, exptime_s, filter, good))
+
+    def bin(
+        self,
+        scores: pd.DataFrame,
+        source_mag: float | None,
+        exptime_s: ExptimeLike,
+        filter: str,
+        good: Array | pd.Series[bool] | None = None,
+    ) -> Binned:
+        """One lightcurve's points placed in their slots, not yet counted (see :meth:`add`).
+
+        Counting it later (:meth:`count`) gives the same counts as :meth:`add`; until then it
+        holds a few bytes per point, so a caller can decide late whether to count it.
+        """
         missing = [score for score in SCORES if score not in scores]
         if missing:
             raise HistogramError(f"histograms: scores lack columns {missing} (have {list(scores.columns)})")
-        mask = self._good_mask(scores, good)
-        mag_slot = self._mag_slot(source_mag)
-        f = self._filter_index(str(filter))
-        groups = self._exptime_groups(exptime_s, len(scores))
+        slots = {}
         for score in SCORES:
             values = scores[score].to_numpy(dtype=np.float64, na_value=np.nan)
-            slots = _slots(values, self._edges[score])
+            small = np.min_scalar_type(self._n_slots(score))  # 2 bytes a point for the usual bins
+            slots[score] = _slots(values, self._edges[score]).astype(small)
+        keys, index = _exptime_keys(exptime_s, len(scores))
+        mask = self._good_mask(scores, good)
+        return Binned(str(filter), self._mag_slot(source_mag), keys, index, slots, mask)
+
+    def count(self, binned: Binned) -> None:
+        """Add the counts of a lightcurve binned by :meth:`bin` (of histograms with this binning)."""
+        f = self._filter_index(binned.filter)
+        for key in binned.exptimes_s:  # insert first: an insertion shifts the indices after it
+            self._exptime_index(key)
+        category = np.array([_index_of(self.exptimes_s, key) for key in binned.exptimes_s], dtype=np.intp)
+        per_point = category[binned.exptime_index]
+        groups = [(int(e), per_point == e) for e in np.unique(per_point)]
+        for score in SCORES:
+            slots = binned.slots[score].astype(np.intp)
             n = self._n_slots(score)
             counts = self._counts[score]
             for e, rows in groups:
-                counts[0, f, e, mag_slot] += np.bincount(slots[rows], minlength=n)
-                counts[1, f, e, mag_slot] += np.bincount(slots[rows & mask], minlength=n)
-
-    def _exptime_groups(self, exptime_s: ExptimeLike, n_rows: int) -> list[tuple[int, Array]]:
-        """(exposure-time index, rows) pairs, after every new category has been inserted."""
-        if exptime_s is None or isinstance(exptime_s, int | float | np.number):
-            key = _exptime_key(None if exptime_s is None else float(exptime_s))
-            return [(self._exptime_index(key), np.ones(n_rows, dtype=bool))]
-        raw = np.asarray(exptime_s, dtype=np.float64)
-        if raw.shape != (n_rows,):
-            raise HistogramError(f"histograms: exptime_s has shape {raw.shape}; expected ({n_rows},)")
-        unique, inverse = np.unique(raw, return_inverse=True)
-        keys = [_exptime_key(float(v)) for v in unique]
-        for key in keys:  # insert first: an insertion shifts the indices after it
-            self._exptime_index(key)
-        index = np.array([_index_of(self.exptimes_s, key) for key in keys], dtype=np.intp)[inverse]
-        return [(int(e), index == e) for e in np.unique(index)]
+                counts[0, f, e, binned.mag_slot] += np.bincount(slots[rows], minlength=n)
+                counts[1, f, e, binned.mag_slot] += np.bincount(slots[rows & binned.good], minlength=n)
 
     @staticmethod
     def _good_mask(scores: pd.DataFrame, good: Array | pd.Series[bool] | None) -> Array:
@@ -403,8 +443,12 @@ class ScoreHistograms:
 
     # --- files ------------------------------------------------------------------------------
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, ledger: Array | None = None) -> None:
         """Write to ``path`` (HDF5), atomically: a temporary file in the same folder, then rename.
+
+        ``ledger`` (sorted uint64 digests of the lightcurves counted, see
+        :class:`aretriever.histogram_file.HistogramFile`) is stored beside the counts, in the
+        same file, so the two can never disagree.
 
         Raises
         ------
@@ -413,6 +457,8 @@ class ScoreHistograms:
         """
         with atomic_path(Path(path), "histograms") as tmp, h5py.File(tmp, "w") as h5:
             self._write(h5)
+            if ledger is not None:
+                h5.create_dataset(LEDGER, data=np.asarray(ledger, dtype=np.uint64))
 
     def _write(self, h5: h5py.File) -> None:
         h5.attrs["format"] = FORMAT_NAME
@@ -438,6 +484,16 @@ class ScoreHistograms:
         try:
             with h5py.File(path, "r") as h5:
                 return cls._read(h5, Path(path))
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"histograms: cannot read {path}: {exc}") from exc
+
+    @classmethod
+    def load_with_ledger(cls, path: Path) -> tuple[ScoreHistograms, Array]:
+        """:meth:`load`, and the ledger saved with the counts (empty for a file without one)."""
+        try:
+            with h5py.File(path, "r") as h5:
+                ledger = np.asarray(h5[LEDGER][()] if LEDGER in h5 else [], dtype=np.uint64)
+                return cls._read(h5, Path(path)), ledger
         except (OSError, KeyError, ValueError) as exc:
             raise StoreError(f"histograms: cannot read {path}: {exc}") from exc
 

@@ -7,6 +7,8 @@ the reducer under test.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
+from aretriever.store import owners
 from aretriever.testing.fake_archive import DATA_DIR
 from aretriever.testing.mast_replay import (
     ALERT_FILE,
@@ -68,9 +71,12 @@ def test_ztf_and_tess_lanes_backfill_a_catalog_together(run_cli, archive, db_url
     archive.archive.mast.executing_polls = 1  # every MAST query answers EXECUTING once
     archive.archive.mast.default_gaia_mag = 20.1  # the TIC copy found near "WD northern"
     summary_path = tmp_path / "summary.json"
-    stale = tmp_path / "data" / ".scratch" / "tess" / "aretriever-tess-killed" / "half_lc.fits"
+    # what a SIGKILLed run leaves behind: its own scratch folder, named by its owner token
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    dead_owner = f"{owners.HOST_TAG}.{dead_pid}.0123abcd"
+    stale = tmp_path / "data" / ".scratch" / "tess" / dead_owner / "aretriever-tess-killed" / "half_lc.fits"
     stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"SIMPLE  =                    T")  # what a SIGKILLed run leaves behind
+    stale.write_bytes(b"SIMPLE  =                    T")
     args = ("--catalog", str(_catalog(tmp_path)), "--observatory", "ztf", "--observatory", "tess")
     assert run_cli(*args, "--summary-json", str(summary_path)) == 0
     assert list((tmp_path / "data" / ".scratch" / "tess").iterdir()) == []  # swept, and nothing left

@@ -6,6 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from aretriever.catalog import GeneratedCatalog
 from aretriever.config import load_config
 from aretriever.engine import Engine
@@ -52,3 +54,38 @@ async def test_refresh_age_is_measured_with_the_engine_clock(db_url: str, tmp_pa
     assert now.total(Outcome.SKIPPED) == 3
     assert ten_days_on.total(Outcome.REFETCHED) == 3
     assert fake.count() == 6
+
+
+async def test_files_are_synced_before_their_rows_by_default(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from aretriever.store import hdf5
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(hdf5.os, "fsync", fsync)
+    async with FakeArchive() as fake:
+        cfg = load_config(
+            False,
+            overrides={
+                "store": {"data_root": str(tmp_path / "data"), "db_url": db_url},
+                "observatories": {"ztf": {"base_url": fake.url, "rate_per_s": 1000}},
+                "engine": {"analyze": False},
+            },
+        )
+        assert cfg.store.fsync is True
+        with ThreadPoolExecutor(max_workers=2) as executor:
+            summary = await Engine(cfg, executor=executor).run(GeneratedCatalog(3))
+    assert summary.total(Outcome.FETCHED) == 3
+    raw_files = sorted((tmp_path / "data" / "ZTF").rglob("*.h5"))
+    assert len(raw_files) == 3
+    for path in raw_files:  # each file was synced under its temporary name, then its folder
+        assert any(Path(s).parent == path.parent and f".{path.name}." in s for s in synced)
+        assert str(path.parent) in synced

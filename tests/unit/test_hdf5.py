@@ -212,3 +212,67 @@ def test_delete_key_rewrites_and_removes_the_last(tmp_path: Path, ztf: pd.DataFr
 def test_fsync_write(tmp_path: Path, ztf: pd.DataFrame) -> None:
     path = tmp_path / "f.h5"
     assert hdf5.write_h5(path, {"k": (ztf.iloc[:3], {})}, fsync=True) == os.path.getsize(path)
+
+
+def _record_syncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Patch os.fsync and os.replace to record, in order, what was synced and renamed."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(hdf5.os, "fsync", fsync)
+    monkeypatch.setattr(hdf5.os, "replace", replace)
+    return events
+
+
+def test_writes_are_synced_file_then_rename_then_folder_by_default(
+    tmp_path: Path, ztf: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = _record_syncs(monkeypatch)
+    path = tmp_path / "sub" / "f.h5"
+    hdf5.write_h5(path, {"k": (ztf.iloc[:3], {})})  # fsync is the default
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
+    tmp_synced, renamed, folder_synced = (where for _, where in events)
+    assert Path(tmp_synced).parent == path.parent and Path(tmp_synced).name.endswith(".tmp")
+    assert renamed == str(path)
+    assert folder_synced == str(path.parent)
+    events.clear()
+    with hdf5.atomic_path(tmp_path / "plain.txt", "test") as tmp:
+        tmp.write_text("x")
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
+    events.clear()
+    hdf5.write_h5(tmp_path / "fast.h5", {"k": (ztf.iloc[:3], {})}, fsync=False)
+    assert [kind for kind, _ in events] == ["replace"]
+
+
+def test_folder_fsync_refused_by_the_file_system_is_skipped(
+    tmp_path: Path, ztf: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(hdf5.os, "fsync", fsync)
+    path = tmp_path / "f.h5"
+    assert hdf5.write_h5(path, {"k": (ztf.iloc[:3], {})}) == os.path.getsize(path)
+
+    def fsync_fails(fd: int) -> None:  # a file that cannot be synced is a failed write
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(hdf5.os, "fsync", fsync_fails)
+    with pytest.raises(WriteError, match="Input/output error"):
+        hdf5.write_h5(tmp_path / "g.h5", {"k": (ztf.iloc[:3], {})})
+    assert not (tmp_path / "g.h5").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["f.h5"]

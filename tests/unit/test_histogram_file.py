@@ -1,0 +1,133 @@
+"""A project's histogram file: several processes add without losing counts; nothing counts twice."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pandas as pd
+import pytest
+
+from aretriever.adapters.base import Target
+from aretriever.errors import ConfigError
+from aretriever.histogram_file import HistogramFile, lightcurve_digest
+from aretriever.pool import ReducedTable
+from aretriever.science.histograms import ScoreHistograms, histogram_path
+from aretriever.settings import HistogramConfig
+
+POINTS = 37
+DTYPE = [("snr", "f8"), ("dmag", "f8"), ("offset", "f8"), ("flagged", "?"), ("exptime", "f8")]
+
+
+def table(seed: int, filter: str = "zg", start: float = 58000.0, points: int = POINTS) -> ReducedTable:
+    rng = np.random.default_rng(seed)
+    records = np.zeros(points, dtype=DTYPE)
+    records["snr"] = rng.normal(0, 3, points)
+    records["dmag"] = rng.normal(0, 0.2, points)
+    records["offset"] = rng.normal(0, 1, points)
+    records["flagged"] = rng.random(points) < 0.2
+    records["exptime"] = rng.choice([30.0, 45.0], points)
+    return ReducedTable(records, filter, start, start + 100.0)
+
+
+def source(name: str, n: int = 2) -> tuple[Target, list[ReducedTable]]:
+    tables = [table(hash((name, i)) % 2**32, filter=("zg", "zr")[i % 2], start=58000.0 + i) for i in range(n)]
+    return Target(name, 10.0, 20.0, mag=17.3), tables
+
+
+def add(hf: HistogramFile, target: Target, tables: list[ReducedTable], observatory: str = "ztf") -> None:
+    anyio.run(hf.add, target, tables, observatory)
+
+
+def stored(folder: Path) -> ScoreHistograms:
+    return ScoreHistograms.load(histogram_path(folder))
+
+
+def _writer(folder: str, prefix: str, sources: int) -> None:
+    """One process: every source is added and saved on its own (a read-add-write each)."""
+    hf = HistogramFile(Path(folder), HistogramConfig())
+    for i in range(sources):
+        add(hf, *source(f"{prefix}{i}"))
+        anyio.run(hf.save)
+
+
+def test_two_processes_saving_concurrently_keep_every_count(tmp_path: Path) -> None:
+    sources = 40
+    context = multiprocessing.get_context("forkserver")
+    procs = [context.Process(target=_writer, args=(str(tmp_path), p, sources)) for p in ("A", "B")]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=300)
+        assert proc.exitcode == 0
+    histograms, ledger = ScoreHistograms.load_with_ledger(histogram_path(tmp_path))
+    assert histograms.n_points() == 2 * sources * 2 * POINTS  # 2 processes x sources x 2 lightcurves
+    assert len(ledger) == 2 * sources * 2 and np.all(np.diff(ledger.astype(np.float64)) > 0)
+
+
+def test_a_source_analysed_again_is_counted_once(tmp_path: Path) -> None:
+    target, tables = source("WDJ000006.33+512226.63")
+    first = HistogramFile(tmp_path, HistogramConfig(), "abc")
+    add(first, target, tables)
+    add(first, target, tables)  # twice in one interval
+    anyio.run(first.save)
+    once = stored(tmp_path)
+    assert once.n_points() == 2 * POINTS
+
+    # a later run (its reduced file was deleted, or the database rebuilt): the same lightcurves
+    again = HistogramFile(tmp_path, HistogramConfig(), "abc")
+    add(again, target, [table(hash((target.name, i)) % 2**32, ("zg", "zr")[i % 2], 58000.0 + i) for i in range(2)])
+    anyio.run(again.save)
+    assert stored(tmp_path) == once
+
+    # new lightcurves count: another config hash, another observatory, a changed time span
+    other = HistogramFile(tmp_path, HistogramConfig(), "def")
+    add(other, target, tables[:1])
+    add(other, target, tables[:1], observatory="tess")
+    anyio.run(other.save)
+    assert stored(tmp_path).n_points() == 4 * POINTS
+
+
+def test_two_runs_holding_the_same_lightcurve_count_it_once(tmp_path: Path) -> None:
+    target, tables = source("S1")
+    a, b = HistogramFile(tmp_path, HistogramConfig()), HistogramFile(tmp_path, HistogramConfig())
+    add(a, target, tables)
+    add(b, target, tables)  # analysed by two processes before either saved
+    add(b, *source("S2"))
+    anyio.run(a.save)
+    anyio.run(b.save)
+    assert stored(tmp_path).n_points() == 4 * POINTS  # S1 once, S2 once
+
+
+def test_counts_equal_those_of_add_and_a_file_without_ledger_is_read(tmp_path: Path) -> None:
+    target, tables = source("S1", n=3)
+    direct = ScoreHistograms()
+    for t in tables:
+        direct.add(
+            pd.DataFrame({c: t.records[c] for c in ("snr", "dmag", "offset", "flagged")}),
+            target.mag,
+            t.records["exptime"],
+            t.filter,
+        )
+    direct.save(histogram_path(tmp_path))  # an older file: counts, no ledger
+    hf = HistogramFile(tmp_path, HistogramConfig())
+    add(hf, target, tables)
+    anyio.run(hf.save)
+    assert stored(tmp_path) == direct + direct
+
+
+def test_digest_separates_hostile_names_and_is_stable() -> None:
+    t = table(1)
+    names = ["a", "a\x00", "a\udcff", "Ωmega", '"a", 1', "a" * 10_000]
+    digests = {lightcurve_digest("ztf", n, 1, 1, t, "") for n in names}
+    assert len(digests) == len(names)
+    assert lightcurve_digest("ztf", "a", 1, 2, t, "h") == lightcurve_digest("ztf", "a", 1, 2, table(2), "h")
+    assert lightcurve_digest("ztf", "a", 1, 2, t, "h") != lightcurve_digest("ztf", "a", 2, 2, t, "h")
+
+
+def test_other_bins_are_refused(tmp_path: Path) -> None:
+    ScoreHistograms(HistogramConfig(snr_bins=[-10, 10, 1])).save(histogram_path(tmp_path))
+    with pytest.raises(ConfigError, match="snr_bins"):
+        HistogramFile(tmp_path, HistogramConfig())
