@@ -219,6 +219,34 @@ def test_a_data_root_blocked_by_a_file_stops_before_any_request(run_cli, archive
     assert query(db_url, "select count(*) from lightcurves") == [(0,)]
 
 
+def test_a_failing_write_leaves_a_failure_row_and_no_row_without_its_file(
+    run_cli, archive, db_url, tmp_path, monkeypatch
+) -> None:
+    """A disk that fills up mid-run: each source's write fails alone, named, and no row points nowhere."""
+    import errno
+    import os
+
+    real_replace = os.replace
+
+    def full_disk(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "/ZTF/" in str(dst):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    summary = tmp_path / "s.json"
+    assert run_cli("--summary-json", str(summary), size=3) == 1
+    monkeypatch.undo()
+    ztf = json.loads(summary.read_text())["observatories"]["ztf"]
+    assert ztf["failed"] == 3 and ztf["failures"] == {"WriteError": 3}
+    failures = query(db_url, "select stage, last_error from failures order by source_name")
+    assert [stage for stage, _ in failures] == ["write"] * 3
+    assert all("ZTF" in error and "No space left" in error for _, error in failures), failures
+    assert query(db_url, "select count(*) from raw_photometry") == [(0,)]
+    assert query(db_url, "select count(*) from lightcurves") == [(0,)]
+    assert not list((tmp_path / "data").rglob("ZTF_photometry_*.h5"))  # no file under a final name
+
+
 def age_raw_rows(db_url: str, days: float) -> None:
     """Move every raw row's ``fetched_at`` ``days`` into the past (no waiting on the wall clock)."""
 
