@@ -12,7 +12,12 @@ check, so a pass over a finished catalog costs a few queries per 200 sources.
 - SIGTERM or SIGINT: finish the sources in flight (``engine.grace_s``), flush, exit 0; a second
   one aborts in-flight work. SIGHUP: finish the current pass, reload the config file, go on.
 - Logs: one line per event (JSON by default), each source result naming source and
-  observatory; ``daemon.log_file`` rotates at ``daemon.log_max_mb``.
+  observatory, except skipped sources: a pass over a finished catalog of a million rows logs one
+  line with its counts, not a million. ``daemon.log_file`` rotates at ``daemon.log_max_mb``.
+- A catalog that cannot be loaded (a missing file, an archive down) is logged with its name and
+  the reason and tried again on the next pass; the other catalogs go on.
+- A client that opens a connection and sends no complete request is disconnected after
+  ``daemon.http_timeout_s``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from aretriever.pipeline import SourceResult
 from aretriever.redact import redact
 from aretriever.retriever import Retriever
 from aretriever.settings import Config, DaemonConfig
+from aretriever.summary import Outcome, RunSummary
 
 log = logging.getLogger("aretriever.daemon")
 
@@ -111,14 +117,36 @@ class Daemon:
                     for spec in specs:
                         if self._stopping.is_set() or self._reload:
                             break
-                        summary = await retriever.run(spec)
-                        log.info("pass over %s done", spec, extra={"summary": summary.as_dict()})
+                        await self._pass_over(retriever, spec)
                     self.metrics.passes += 1
                     if once:
                         return
                     await self._idle(cfg.daemon.interval_s)
             finally:
                 self.retriever, self.metrics.engine = None, None
+
+    async def _pass_over(self, retriever: Retriever, spec: str) -> None:
+        """One pass over one catalog; one that cannot be loaded is reported, not fatal."""
+        summary: RunSummary | None = None
+        try:
+            summary = await retriever.run(spec)
+        except* (AretrieverError, OSError) as group:  # the engine's task groups raise groups
+            self.metrics.catalog_failures += 1
+            reason = "; ".join(str(exc) for exc in _leaves(group))
+            log.error(
+                "catalog %s failed, trying again next pass: %s",
+                spec,
+                reason,
+                extra={"catalog": spec, "reason": reason},
+            )
+        if summary is None:
+            return
+        log.info(
+            "pass over %s done: %s",
+            spec,
+            _counts(summary),
+            extra={"catalog": spec, "summary": summary.as_dict()},
+        )
 
     async def _idle(self, seconds: float) -> None:
         self._wake = anyio.Event()
@@ -136,6 +164,8 @@ class Daemon:
 
     def _on_result(self, result: SourceResult) -> None:
         self.metrics.record(result)
+        if result.outcome is Outcome.SKIPPED:
+            return  # counted (metrics, the pass's summary line), never logged one by one
         level = logging.WARNING if result.outcome.value == "failed" else logging.INFO
         log.log(
             level,
@@ -159,7 +189,10 @@ class Daemon:
         app = web.Application()
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
+        # aiohttp's keep-alive timer also runs from the moment a connection opens and closes it
+        # while no complete request has arrived: half-sent requests cannot pile up (its default
+        # is an hour)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=cfg.http_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port)
         await site.start()
@@ -189,6 +222,19 @@ class Daemon:
     async def _metrics(self, _: web.Request) -> web.Response:
         body = self.metrics.text(self._registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups: task groups wrap what their tasks raise."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _counts(summary: RunSummary) -> str:
+    """``"1200 skipped, 3 fetched"``: a pass's outcomes on one line."""
+    counts = [f"{summary.total(o)} {o.value}" for o in Outcome if summary.total(o)]
+    return ", ".join(counts) or "no sources"
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -377,7 +377,7 @@ class Engine:
         """What a run would do (the skip check alone): no request, no file written."""
         counts: dict[str, Counter[str]] = {name: Counter() for name in self.observatories}
         await self._check_names(catalog, start, stop)
-        db = create_engine(self.db_url)
+        db = create_engine(self.db_url, statement_timeout_s=self.cfg.store.statement_timeout_s)
         try:
             await migrate(db)
             self._sessions = session_factory(db)
@@ -399,7 +399,7 @@ class Engine:
 
     async def _open_stores(self, stack: AsyncExitStack) -> Stores:
         self.data_root.mkdir(parents=True, exist_ok=True)
-        db = create_engine(self.db_url)
+        db = create_engine(self.db_url, statement_timeout_s=self.cfg.store.statement_timeout_s)
         stack.push_async_callback(db.dispose)
         await migrate(db)
         self._sessions = session_factory(db)

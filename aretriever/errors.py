@@ -12,9 +12,11 @@ Every error derives from :class:`AretrieverError`; a class docstring is its defa
     ├── ExportError             a lightcurve cannot be exported (unknown filter, bad metadata)
     └── FetchError              an archive request failed
         ├── TransientFetchError     worth retrying: timeouts, 429, 5xx, truncated bodies
-        │   └── MalformedResponse   a body that is cut short or garbled
+        │   ├── MalformedResponse   a body that is cut short or garbled
+        │   └── RetryAfterTooLong   the archive asked to wait longer than the lane's cap
         └── PermanentFetchError     not worth retrying: 4xx, error pages, bad requests
-            └── ArchiveErrorPage    the archive answered with an HTML/VOTable error page
+            ├── ArchiveErrorPage    the archive answered with an HTML/VOTable error page
+            └── BodyTooLarge        an answer larger than the lane's size limit
 
 Foreign exceptions (aiohttp, h5py, SQLAlchemy) are mapped once, at the boundary that calls them,
 with ``raise ... from exc``; nothing classifies an error by searching its message.
@@ -71,11 +73,14 @@ class FetchError(AretrieverError):
         url: str | None = None,
         status: int | None = None,
         retry_after_s: float | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
         self.retry_after_s = retry_after_s
+        # the ``failures.reason`` to record, when the status or the class alone would not say it
+        self.reason = reason
 
 
 class TransientFetchError(FetchError):
@@ -86,12 +91,20 @@ class MalformedResponse(TransientFetchError):
     """The archive's answer was cut short or garbled."""
 
 
+class RetryAfterTooLong(TransientFetchError):
+    """The archive asked to wait longer than the lane's ``max_retry_after_s``."""
+
+
 class PermanentFetchError(FetchError):
     """The archive refused the request; retrying will not help."""
 
 
 class ArchiveErrorPage(PermanentFetchError):
     """The archive answered with an error page instead of data."""
+
+
+class BodyTooLarge(PermanentFetchError):
+    """The archive's answer is larger than the lane's ``max_body_bytes``."""
 
 
 def leaves(error: BaseException) -> list[BaseException]:

@@ -21,7 +21,13 @@ from aiolimiter import AsyncLimiter
 from tenacity import RetryCallState
 
 from aretriever.adapters.base import Request, Response
-from aretriever.errors import FetchError, PermanentFetchError, TransientFetchError
+from aretriever.errors import (
+    BodyTooLarge,
+    FetchError,
+    PermanentFetchError,
+    RetryAfterTooLong,
+    TransientFetchError,
+)
 from aretriever.retry import RetryPolicy, parse_retry_after, retrying
 from aretriever.settings import LaneConfig
 
@@ -45,11 +51,28 @@ def make_limiter(rate_per_s: float) -> AsyncLimiter:
     return AsyncLimiter(capacity, capacity / rate_per_s)
 
 
-def error_for_status(status: int, reason: str, request: Request, retry_after_s: float | None) -> FetchError:
-    """The typed error for an HTTP error status."""
+def error_for_status(
+    status: int,
+    reason: str,
+    request: Request,
+    retry_after_s: float | None,
+    max_retry_after_s: float | None = None,
+) -> FetchError:
+    """The typed error for an HTTP error status (a Retry-After over the cap says so)."""
     cls = TransientFetchError if status == 429 or status >= 500 else PermanentFetchError
     message = f"answered {status} ({request.display_url()}): {reason}"
-    return cls(message, url=request.display_url(), status=status, retry_after_s=retry_after_s)
+    url = request.display_url()
+    cap = max_retry_after_s
+    if cls is TransientFetchError and retry_after_s is not None and cap is not None and retry_after_s > cap:
+        return RetryAfterTooLong(
+            f"{message}; the server asked to wait {retry_after_s:.0f} s, over the"
+            f" {cap:g} s cap (max_retry_after_s): not waiting",
+            url=url,
+            status=status,
+            retry_after_s=retry_after_s,
+            reason=f"retry_after {retry_after_s:.0f} s over the {cap:g} s cap",
+        )
+    return cls(message, url=url, status=status, retry_after_s=retry_after_s)
 
 
 class Lane:
@@ -74,7 +97,9 @@ class Lane:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._limiter = limiter or make_limiter(cfg.rate_per_s)
-        self._policy = RetryPolicy(cfg.max_attempts, cfg.backoff_base_s, cfg.backoff_max_s)
+        self._policy = RetryPolicy(
+            cfg.max_attempts, cfg.backoff_base_s, cfg.backoff_max_s, cfg.max_retry_after_s
+        )
 
     async def sleep(self, seconds: float) -> None:
         """Wait (archive polling); injectable so tests do not really wait."""
@@ -127,10 +152,13 @@ class Lane:
             self.stats.statuses[resp.status] += 1
             if resp.status >= 400:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), datetime.now(UTC))
-                raise error_for_status(resp.status, resp.reason or "", request, retry_after)
+                raise error_for_status(
+                    resp.status, resp.reason or "", request, retry_after, self.cfg.max_retry_after_s
+                )
+            if resp.content_length is not None and resp.content_length > self.cfg.max_body_bytes:
+                raise self._too_large(request, f"Content-Length {resp.content_length}")
             if request.stream_to is None:
-                body = await resp.read()
-                self.stats.bytes_in += len(body)
+                body = await self._read_body(resp, request)
                 return Response(resp.status, body, str(resp.url), dict(resp.headers))
             await self._stream_body(resp, request, request.stream_to)
             done = Response(resp.status, b"", str(resp.url), dict(resp.headers))
@@ -140,14 +168,42 @@ class Lane:
         checked = await anyio.to_thread.run_sync(request.check, request.stream_to)
         return replace(done, checked=checked)
 
+    def _too_large(self, request: Request, seen: str) -> BodyTooLarge:
+        limit = self.cfg.max_body_bytes
+        return BodyTooLarge(
+            f"{self.name}: answer over the {limit} byte limit (observatories.{self.name}.max_body_bytes):"
+            f" {seen} ({request.display_url()})",
+            url=request.display_url(),
+            reason=f"body over the {self.name} limit of {limit} bytes",
+        )
+
+    def _count_chunk(self, size: int, chunk: bytes, request: Request) -> int:
+        """The size with ``chunk`` added; raises before a byte past the limit is kept."""
+        size += len(chunk)
+        self.stats.bytes_in += len(chunk)
+        if size > self.cfg.max_body_bytes:
+            # Content-Length was absent or wrong (chunked, compressed): stop reading right here
+            raise self._too_large(request, f"more than {self.cfg.max_body_bytes} bytes received")
+        return size
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, request: Request) -> bytes:
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            self._count_chunk(len(body), chunk, request)
+            body += chunk
+        return bytes(body)
+
     async def _stream_body(self, resp: aiohttp.ClientResponse, request: Request, path: str) -> None:
         # Large files go straight to disk so memory stays flat; the caller verifies and renames.
         size = 0
-        async with await anyio.open_file(path, "wb") as sink:
-            async for chunk in resp.content.iter_chunked(1 << 16):
-                await sink.write(chunk)
-                size += len(chunk)
-        self.stats.bytes_in += size
+        try:
+            async with await anyio.open_file(path, "wb") as sink:
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size = self._count_chunk(size, chunk, request)
+                    await sink.write(chunk)
+        except BodyTooLarge:
+            await anyio.Path(path).unlink(missing_ok=True)  # the scratch disk is bounded too
+            raise
         if resp.content_length is not None and size != resp.content_length:
             raise TransientFetchError(
                 f"body cut short: {size} of {resp.content_length} bytes ({request.display_url()})",

@@ -23,6 +23,7 @@ class EngineMetrics(Collector):
         self.engine: Engine | None = None
         self.sources: Counter[tuple[str, str]] = Counter()
         self.passes = 0
+        self.catalog_failures = 0  # passes over a catalog that could not be loaded
         self._last: dict[str, tuple[float, int]] = {}  # lane -> (time, requests) at the last scrape
 
     def record(self, result: SourceResult) -> None:
@@ -48,6 +49,11 @@ class EngineMetrics(Collector):
         passes = CounterMetricFamily(f"{PREFIX}_passes", "completed passes over the catalogs")
         passes.add_metric([], self.passes)
         yield passes
+        catalogs = CounterMetricFamily(
+            f"{PREFIX}_catalog_failures", "passes over a catalog that failed to load (see the log)"
+        )
+        catalogs.add_metric([], self.catalog_failures)
+        yield catalogs
         if self.engine is not None:
             yield from self._lanes(self.engine)
             yield from self._writer(self.engine)

@@ -406,6 +406,8 @@ class SourcePipeline:
 
 
 def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, FetchError) and exc.reason:
+        return exc.reason
     if isinstance(exc, FetchError) and exc.status is not None:
         return f"http_{exc.status}"
     return type(exc).__name__

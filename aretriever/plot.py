@@ -548,7 +548,7 @@ async def read_source(cfg: Config, name: str, observatory: str | None) -> Source
     root = paths.data_root(cfg.store.data_root)
     url = db.resolve_db_url(cfg.store, root)
     _check_database(url)
-    engine = db.create_engine(url)
+    engine = db.create_engine(url, statement_timeout_s=cfg.store.statement_timeout_s)
     try:
         sessions = db.session_factory(engine)
         return await load_source_plot_inputs(

@@ -540,7 +540,7 @@ async def populate(
     if matcher is not None:
         await anyio.to_thread.run_sync(matcher.prime)
     summary = PopulateSummary()
-    db = create_engine(resolve_db_url(cfg.store, root))
+    db = create_engine(resolve_db_url(cfg.store, root), statement_timeout_s=cfg.store.statement_timeout_s)
     try:
         await migrate(db)
         writer = RowWriter(

@@ -176,7 +176,7 @@ class Project:
         return [model.project == self.products.project, model.cfg_hash == self.products.cfg_hash]
 
     async def _query(self, statement: sa.Executable, read: Callable[[Any], T]) -> T:
-        engine = create_engine(self.db_url)
+        engine = create_engine(self.db_url, statement_timeout_s=self.cfg.store.statement_timeout_s)
         try:
             await migrate(engine)
             async with session_factory(engine)() as session, session.begin():

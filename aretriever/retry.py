@@ -97,12 +97,19 @@ def decide(
     base_s: float = 1.0,
     max_s: float = 60.0,
     jitter: float = 0.5,
+    max_retry_after_s: float | None = None,
 ) -> RetryDecision:
-    """Decide whether attempt number ``attempt`` (1-based), which failed, gets another try."""
+    """Decide whether attempt number ``attempt`` (1-based), which failed, gets another try.
+
+    A ``retry_after_s`` over ``max_retry_after_s`` is not waited for: the failure stands (it is
+    still transient, so a later run tries the source again), and a lane never sleeps unbounded.
+    """
     reason = _reason(status, exc)
     transient = is_transient_status(status) if status is not None else exc is not None and is_transient(exc)
     if not transient or attempt >= max_attempts:
         return RetryDecision(False, 0.0, reason)
+    if retry_after_s is not None and max_retry_after_s is not None and retry_after_s > max_retry_after_s:
+        return RetryDecision(False, 0.0, "retry_after_over_cap")
     delay = backoff_s(attempt, base_s, max_s, jitter)
     if retry_after_s is not None:
         # The server knows best when it will be ready; the jitter spreads the herd a little.
@@ -118,6 +125,7 @@ def decide_for_exception(
     base_s: float,
     max_s: float,
     jitter: float,
+    max_retry_after_s: float | None = None,
 ) -> RetryDecision:
     """:func:`decide` for an exception raised by the port (status and Retry-After read off it)."""
     status = exc.status if isinstance(exc, FetchError) else None
@@ -131,6 +139,7 @@ def decide_for_exception(
         base_s=base_s,
         max_s=max_s,
         jitter=jitter,
+        max_retry_after_s=max_retry_after_s,
     )
 
 
@@ -141,6 +150,7 @@ class RetryPolicy:
     max_attempts: int
     base_s: float
     max_s: float
+    max_retry_after_s: float | None = None
 
     def decision(self, state: RetryCallState, rng: random.Random) -> RetryDecision:
         """The decision for tenacity's current state."""
@@ -154,6 +164,7 @@ class RetryPolicy:
             base_s=self.base_s,
             max_s=self.max_s,
             jitter=rng.random(),
+            max_retry_after_s=self.max_retry_after_s,
         )
 
 

@@ -73,6 +73,18 @@ class LaneConfig(Part):
     backoff_max_s: float = Field(
         60.0, gt=0, description="longest delay between two attempts", json_schema_extra=OPERATIONAL
     )
+    max_retry_after_s: float = Field(
+        300.0,
+        gt=0,
+        description="a Retry-After longer than this is not waited for: the source fails (transient)",
+        json_schema_extra=OPERATIONAL,
+    )
+    max_body_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="largest answer read (memory or streamed file); a larger one fails the source",
+        json_schema_extra=OPERATIONAL,
+    )
     credentials: Credentials | None = Field(
         None, description="only for non-public data; from config or environment"
     )
@@ -119,6 +131,12 @@ class ZtfConfig(LaneConfig):
     rate_per_s: float = Field(
         5.0, gt=0, description="requests per second, at most, to IRSA", json_schema_extra=OPERATIONAL
     )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="largest IRSA answer read (lightcurve CSVs are 0.1-5 MB); a larger one fails the source",
+        json_schema_extra=OPERATIONAL,
+    )
     cone_search_radius_arcsec: float = Field(
         2.0,
         gt=0,
@@ -162,6 +180,12 @@ class TessConfig(LaneConfig):
     )
     rate_per_s: float = Field(
         5.0, gt=0, description="requests per second, at most, to MAST", json_schema_extra=OPERATIONAL
+    )
+    max_body_bytes: int = Field(
+        128 * 1024 * 1024,
+        gt=0,
+        description="largest MAST answer read, JSON or streamed FITS (lightcurve files are ~2 MB)",
+        json_schema_extra=OPERATIONAL,
     )
     cat_query_radius_arcsec: float = Field(360.0, gt=0, description="TIC cone radius around the source")
     distance_thresh_arcsec: float = Field(10.0, gt=0, description="nearest TIC row must be closer than this")
@@ -480,6 +504,12 @@ class StoreConfig(Part):
         description="flush each file, then its folder, to the disk before its rows are committed",
         json_schema_extra=OPERATIONAL,
     )
+    statement_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="PostgreSQL cancels any statement running longer (migrations included)",
+        json_schema_extra=OPERATIONAL,
+    )
 
 
 class DaemonConfig(Part):
@@ -501,6 +531,12 @@ class DaemonConfig(Part):
         ge=0,
         le=65535,
         description="port of /healthz and /metrics (0: any free port)",
+        json_schema_extra=OPERATIONAL,
+    )
+    http_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="/healthz and /metrics close a connection that sends no complete request for this long",
         json_schema_extra=OPERATIONAL,
     )
     log_format: Literal["text", "json"] = Field(

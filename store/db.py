@@ -53,6 +53,11 @@ DB_URL_ENV = "ARETRIEVER_DB_URL"
 SQLITE_FILENAME = "aretriever.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_BEGIN_IMMEDIATE = "aretriever_sqlite_begin_immediate"  # execution option
+STATEMENT_TIMEOUT_S = StoreConfig.model_fields["statement_timeout_s"].default
+# asyncpg's own (client-side) timeout fires this long after the server's: the server's error
+# (SQLSTATE 57014, naming the statement timeout) is the clearer one; the client's catches a
+# server that stopped answering altogether
+_CLIENT_TIMEOUT_MARGIN_S = 30.0
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # any constant shared by all aretriever processes: serializes concurrent migrations on PostgreSQL
 _MIGRATION_LOCK_ID = 0x61726574
@@ -148,17 +153,26 @@ def _create_sqlite(url: sa.URL) -> AsyncEngine:
     return engine
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> AsyncEngine:
     """Create an async engine for ``url`` (see :func:`resolve_db_url`); does not connect.
 
     SQLite: WAL journal, a 30 s busy timeout and enforced foreign keys on every connection,
     transactions begun by SQLAlchemy (so DDL is transactional too); the folder of the database
     file is created. PostgreSQL: asyncpg with a modest pool (5 + 5),
-    pre-ping so that connections dropped by a server restart are replaced.
+    pre-ping so that connections dropped by a server restart are replaced, and every statement
+    cancelled by the server after ``statement_timeout_s`` (``store.statement_timeout_s``).
     """
     parsed = make_url(normalize_url(url))
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite(parsed)
+    if statement_timeout_s <= 0:
+        raise StoreError(f"store: statement_timeout_s must be > 0 (got {statement_timeout_s})")
+    connect_args: dict[str, Any] = {}
+    if parsed.get_driver_name() == "asyncpg":
+        connect_args = {
+            "server_settings": {"statement_timeout": str(math.ceil(statement_timeout_s * 1000))},
+            "command_timeout": statement_timeout_s + _CLIENT_TIMEOUT_MARGIN_S,
+        }
     return create_async_engine(
         parsed,
         json_serializer=json_dumps,
@@ -166,6 +180,7 @@ def create_engine(url: str) -> AsyncEngine:
         max_overflow=5,
         pool_pre_ping=True,
         pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 

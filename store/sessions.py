@@ -28,7 +28,7 @@ from sqlalchemy.orm import ORMExecuteState, lazyload, sessionmaker
 from sqlalchemy.orm import Session as OrmSession
 
 from . import paths
-from .db import DB_URL_ENV, normalize_url
+from .db import DB_URL_ENV, STATEMENT_TIMEOUT_S, normalize_url
 from .models import DataFileMixin
 
 # ``SmartSession(False)`` and this switch give a session that touches no database (the seed's
@@ -64,7 +64,10 @@ def sync_engine(url: str | None = None) -> sa.Engine:
     """One synchronous engine per database URL (pooled, created on first use)."""
     target = sync_url(url or default_url())
     if target not in _engines:
-        engine = sa.create_engine(target, pool_pre_ping=True)
+        # notebooks get the engine's bound too: a runaway query is cancelled by the server
+        timeout = {"options": f"-c statement_timeout={int(STATEMENT_TIMEOUT_S * 1000)}"}
+        connect_args = timeout if target.startswith("postgresql") else {}
+        engine = sa.create_engine(target, pool_pre_ping=True, connect_args=connect_args)
         if target.startswith("sqlite"):
             event.listen(engine, "connect", _sqlite_pragmas)
         _engines[target] = engine

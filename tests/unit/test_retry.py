@@ -88,3 +88,14 @@ def test_decision_reads_status_and_retry_after_off_the_error() -> None:
     assert d.retry and d.delay_s == pytest.approx(4.0) and d.reason == "http_429"
     exc = PermanentFetchError("404", status=404)
     assert not decide_for_exception(exc, 1, 3, base_s=1.0, max_s=60.0, jitter=0.0).retry
+
+
+@pytest.mark.parametrize(("retry_after", "retry"), [(299.0, True), (300.0, True), (301.0, False), (None, True)])
+def test_retry_after_over_the_cap_is_not_waited_for(retry_after: float | None, retry: bool) -> None:
+    d = decide(attempt=1, max_attempts=5, status=429, retry_after_s=retry_after, max_retry_after_s=300.0)
+    assert d.retry is retry
+    if not retry:
+        assert (d.delay_s, d.reason) == (0.0, "retry_after_over_cap")
+    exc = TransientFetchError("429", status=429, retry_after_s=retry_after)
+    d = decide_for_exception(exc, 1, 5, base_s=1.0, max_s=60.0, jitter=0.0, max_retry_after_s=300.0)
+    assert d.retry is retry
