@@ -37,7 +37,7 @@ from aiohttp import web
 
 from aretriever import logs
 from aretriever.config import load_config
-from aretriever.errors import AretrieverError, ConfigError, cause
+from aretriever.errors import AretrieverError, ConfigError, cause, leaves
 from aretriever.exits import report
 from aretriever.metrics import EngineMetrics
 from aretriever.pipeline import SourceResult
@@ -132,7 +132,7 @@ class Daemon:
             summary = await retriever.run(spec)
         except* (AretrieverError, OSError) as group:  # the engine's task groups raise groups
             self.metrics.catalog_failures += 1
-            reason = "; ".join(str(exc) for exc in _leaves(group))
+            reason = redact("; ".join(str(exc) for exc in leaves(group)))
             log.error(
                 "catalog %s failed, trying again next pass: %s",
                 spec,
@@ -222,13 +222,6 @@ class Daemon:
     async def _metrics(self, _: web.Request) -> web.Response:
         body = self.metrics.text(self._registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The errors inside (nested) exception groups: task groups wrap what their tasks raise."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 def _counts(summary: RunSummary) -> str:
