@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aretriever.project import Project
-    from aretriever.retriever import Retriever
+    from aretriever.service.retriever import Retriever
 
 __all__ = ["Project", "Retriever"]
 
@@ -18,7 +18,7 @@ __all__ = ["Project", "Retriever"]
 def __getattr__(name: str) -> Any:
     # lazy: ``import aretriever.settings`` (pool workers, the CLI) must not import the engine
     if name == "Retriever":
-        from aretriever.retriever import Retriever
+        from aretriever.service.retriever import Retriever
 
         return Retriever
     if name == "Project":

@@ -647,6 +647,6 @@ def to_yaml(cfg: Config, *, comments: bool = True) -> str:
 
 
 if __name__ == "__main__":
-    from aretriever.cli import main
+    from aretriever.cli.main import main
 
     raise SystemExit(main(["config", *sys.argv[1:]]))

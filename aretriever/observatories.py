@@ -25,18 +25,18 @@ from sqlalchemy.orm import selectinload
 
 from aretriever.adapters import get_adapter
 from aretriever.adapters.base import Adapter, Fetched, Target
-from aretriever.catalog import SearchableCatalog, chunk_to_targets, open_catalog
+from aretriever.catalogs.core import SearchableCatalog, chunk_to_targets, open_catalog
 from aretriever.config import load_config
-from aretriever.engine import Engine, products_for
+from aretriever.engine.core import Engine, products_for
+from aretriever.engine.lane import Lane
+from aretriever.engine.summary import Outcome, RunSummary
 from aretriever.errors import ConfigError
-from aretriever.http import Lane
-from aretriever.retriever import target_from
+from aretriever.service.retriever import target_from
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import hdf5, paths
 from aretriever.store.db import resolve_db_url
 from aretriever.store.models import Lightcurve, RawPhotometry, Source
 from aretriever.store.sessions import Session
-from aretriever.summary import Outcome, RunSummary
 from aretriever.syncrun import run_sync as _run_sync
 
 KEEP_LATEST = 100  # the seed's obs.sources / obs.raw_data keep this many

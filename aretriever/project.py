@@ -29,19 +29,19 @@ from typing import Any, Literal, TypeVar
 import pandas as pd
 import sqlalchemy as sa
 
-from aretriever.catalog import Catalog
-from aretriever.catalog_remote import open_catalog_async
+from aretriever.catalogs.core import Catalog
+from aretriever.catalogs.remote import open_catalog_async
 from aretriever.config import load_config, public_dict
-from aretriever.engine import Engine, products_for, write_version_config
+from aretriever.engine.core import Engine, products_for, write_version_config
+from aretriever.engine.skipcheck import Products
+from aretriever.engine.summary import RunSummary
 from aretriever.observatories import ObservatoryList, VirtualObservatory, observatory
 from aretriever.science.analysis import efficiency_table
 from aretriever.science.histograms import ScoreHistograms, histogram_path
 from aretriever.settings import Config, ProjectConfig
-from aretriever.skipcheck import Products
 from aretriever.store import paths, product_folders
 from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
 from aretriever.store.models import Detection, Lightcurve, Properties
-from aretriever.summary import RunSummary
 from aretriever.syncrun import run_sync as _run_sync
 
 log = logging.getLogger("aretriever.project")

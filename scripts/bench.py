@@ -156,7 +156,7 @@ def single_core_ceiling(n: int = 50) -> dict[str, float]:
 
 
 async def _row_cost(root: Path, targets: list, lcs: list) -> float:  # type: ignore[type-arg]
-    from aretriever.pipeline import source_row
+    from aretriever.engine.pipeline import source_row
     from aretriever.store.db import create_engine, migrate, session_factory
     from aretriever.store.models import Lightcurve, RawPhotometry, Source
     from aretriever.store.writers import RowWriter, Upsert

@@ -273,7 +273,7 @@ class RawPhotometry(DataFileMixin, Base):
     def plot(self, ax: Axes | None = None) -> Axes:
         """Plot the raw photometry: magnitude against MJD, one colour per filter (``filtercode``,
         ``filter`` or none); reads ``data`` if needed."""
-        from aretriever.plot import plot_lightcurve  # matplotlib is imported only when plotting
+        from aretriever.plotting import plot_lightcurve  # matplotlib is imported only when plotting
 
         data = self.data
         column = next((c for c in ("filtercode", "filter") if c in data), None)
@@ -354,9 +354,9 @@ class Lightcurve(DataFileMixin, Base):
     ) -> Axes:
         """Plot this lightcurve: magnitude vs MJD by filter, its robust band, ``detections`` marked.
 
-        Reads ``data`` from disk if needed; see :func:`aretriever.plot.plot_lightcurve`.
+        Reads ``data`` from disk if needed; see :func:`aretriever.plotting.plot_lightcurve`.
         """
-        from aretriever.plot import plot_row  # matplotlib is imported only when plotting
+        from aretriever.plotting import plot_row  # matplotlib is imported only when plotting
 
         return plot_row(self, self.data, detections=detections, ax=ax, label=label)
 

@@ -33,7 +33,7 @@ category sets may differ. Histograms with different binning refuse to merge.
 Files (:meth:`ScoreHistograms.save`) are HDF5, written to a temporary name and renamed: one int64
 dataset per score (the axes above), ``filters`` (UTF-8 bytes), ``exptimes_s`` (float64, NaN =
 unknown), the binning as root attributes ``<name>_bins`` = ``[low, high, step]``, and optionally
-``counted`` (sorted uint64: which lightcurves the counts hold; see ``aretriever.histogram_file``).
+``counted`` (sorted uint64: which lightcurves the counts hold; see ``aretriever.engine.histogram_file``).
 By default they live in the project folder as :data:`HISTOGRAM_FILENAME`.
 """
 
@@ -447,7 +447,7 @@ class ScoreHistograms:
         """Write to ``path`` (HDF5), atomically: a temporary file in the same folder, then rename.
 
         ``ledger`` (sorted uint64 digests of the lightcurves counted, see
-        :class:`aretriever.histogram_file.HistogramFile`) is stored beside the counts, in the
+        :class:`aretriever.engine.histogram_file.HistogramFile`) is stored beside the counts, in the
         same file, so the two can never disagree.
 
         Raises

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from aretriever.catalog_index import wdj_names
+from aretriever.catalogs.index import wdj_names
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -172,7 +172,7 @@ def _cell(value: Any) -> str:
 
 def gaia_rows(catalogs_dir: Path) -> list[dict[str, Any]]:
     """The real Gaia rows of the recorded answers: source_id, ra, dec, parallax, pm, G."""
-    from aretriever.catalog_formats import read_votable
+    from aretriever.catalogs.formats import read_votable
 
     frame = read_votable((catalogs_dir / GAIA_VOT).read_bytes(), GAIA_VOT).frame
     keep = ["source_id", "ra", "dec", "parallax", "pmra", "pmdec", "phot_g_mean_mag"]

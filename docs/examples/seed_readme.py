@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from aretriever.catalog import GeneratedCatalog
+from aretriever.catalogs.core import GeneratedCatalog
 from aretriever.testing.fake_archive import FakeArchive, Faults
 
 

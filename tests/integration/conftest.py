@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aretriever.fetch import main as fetch_main
+from aretriever.cli.fetch import main as fetch_main
 from aretriever.testing.fake_archive import FakeArchive, Faults
 
 

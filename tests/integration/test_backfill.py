@@ -12,7 +12,7 @@ import h5py
 import pandas as pd
 import sqlalchemy as sa
 
-from aretriever.catalog import GeneratedCatalog
+from aretriever.catalogs.core import GeneratedCatalog
 from aretriever.store import db, paths
 from aretriever.store.models import RawPhotometry
 from aretriever.testing.fake_archive import Faults

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from aretriever.catalog import FileCatalog, open_catalog
-from aretriever.catalog_cache import CATALOGS_ENV, RemoteOptions
-from aretriever.catalog_remote import WD_CACHE_FILE, open_catalog_async
-from aretriever.catalog_tap import fetch_gaia
+from aretriever.catalogs.cache import CATALOGS_ENV, RemoteOptions
+from aretriever.catalogs.core import FileCatalog, open_catalog
+from aretriever.catalogs.remote import WD_CACHE_FILE, open_catalog_async
+from aretriever.catalogs.tap import fetch_gaia
+from aretriever.cli.fetch import main as fetch_main
 from aretriever.errors import CatalogError
-from aretriever.fetch import main as fetch_main
 from aretriever.settings import CatalogConfig
 from aretriever.store import db
 from aretriever.testing import tap_replay, vizier_replay
@@ -179,7 +179,7 @@ async def test_a_vizier_row_limit_is_never_silent(
     assert leftovers(tmp_path / "catalogs") == []
 
     kept = options(fake.url, tmp_path / "catalogs", allow_truncated=True)
-    with caplog.at_level(logging.WARNING, logger="aretriever.catalog"):
+    with caplog.at_level(logging.WARNING, logger="aretriever.catalogs.core"):
         catalog = await open_catalog_async("wd", CatalogConfig(), options=kept, sleep=clock)
     assert len(catalog) == 2
     assert "-out.max=2" in caplog.text and "keeping the truncated catalog" in caplog.text

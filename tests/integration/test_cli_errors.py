@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from aretriever.catalog import open_catalog
+from aretriever.catalogs.core import open_catalog
+from aretriever.cli.fetch import main as fetch_main
 from aretriever.config import load_config
-from aretriever.engine import Engine
+from aretriever.engine.core import Engine
 from aretriever.errors import CatalogError
-from aretriever.fetch import main as fetch_main
 
 SECRET = "hunter2-Zq"
 
@@ -64,7 +64,7 @@ def test_an_unreachable_database_names_it_without_its_password(tmp_path: Path, c
 
 
 def test_config_show_masks_the_database_password(capsys) -> None:
-    from aretriever.cli import main
+    from aretriever.cli.main import main
 
     assert main(["config", "show", "--set", f"store.db_url=postgresql://astro:{SECRET}@h/d"]) == 0
     out = capsys.readouterr().out

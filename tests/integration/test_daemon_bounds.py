@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from aretriever.config import load_config
-from aretriever.daemon import Daemon
+from aretriever.service.daemon import Daemon
 from aretriever.settings import Config
 
 DEADLINE_S = 120.0  # generous: only a broken daemon gets near it

@@ -10,7 +10,7 @@ import pandas as pd
 
 from aretriever.adapters.base import Target
 from aretriever.adapters.demo import parse_table, reduce_table, simulate
-from aretriever.fetch import main as fetch_main
+from aretriever.cli.fetch import main as fetch_main
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import DemoConfig
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from aretriever.catalog import GeneratedCatalog
+from aretriever.catalogs.core import GeneratedCatalog
 from aretriever.config import load_config
-from aretriever.engine import Engine
-from aretriever.pipeline import SourceResult
-from aretriever.summary import Outcome
+from aretriever.engine.core import Engine
+from aretriever.engine.pipeline import SourceResult
+from aretriever.engine.summary import Outcome
 from aretriever.testing.fake_archive import FakeArchive
 
 

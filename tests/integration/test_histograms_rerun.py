@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from aretriever.fetch import main as fetch_main
+from aretriever.cli.fetch import main as fetch_main
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.store import db
 

@@ -63,7 +63,7 @@ def wait_until_gone(pids: set[int]) -> set[int]:
 SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from aretriever.pool import default_executor
+    from aretriever.engine.pool import default_executor
 
     pool = default_executor(2)
     # two jobs at once make the pool start both workers; their answers prove the workers run

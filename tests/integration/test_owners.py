@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aretriever.config import load_config
-from aretriever.engine import Engine
+from aretriever.engine.core import Engine
 from aretriever.store import hdf5, owners, paths
 
 # a second process that owns scratch and temporary files under DATA_ROOT; "hold" keeps running,

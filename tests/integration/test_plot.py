@@ -17,15 +17,9 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from aretriever.plot import (
-    PlotError,
-    filter_color,
-    load_source_plot_inputs,
-    mag_band_from_flux,
-    plot_lightcurve,
-    plot_source,
-)
-from aretriever.plot import main as plot_main
+from aretriever.cli.plot import load_source_plot_inputs
+from aretriever.cli.plot import main as plot_main
+from aretriever.plotting import PlotError, filter_color, mag_band_from_flux, plot_lightcurve, plot_source
 from aretriever.store import db
 
 from .test_backfill import query

@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from aretriever.catalog import GeneratedCatalog
+from aretriever.catalogs.core import GeneratedCatalog
+from aretriever.cli.populate import main as populate_main
 from aretriever.config import load_config
 from aretriever.errors import ConfigError
-from aretriever.populate import StoredRaw, keep_stored, populate
-from aretriever.populate import main as populate_main
+from aretriever.service.populate import StoredRaw, keep_stored, populate
 from aretriever.settings import Config
 from aretriever.store import db, paths
 from aretriever.store.hdf5 import write_h5

@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from aretriever import Retriever
-from aretriever.catalog import GeneratedCatalog
-from aretriever.summary import Outcome
+from aretriever.catalogs.core import GeneratedCatalog
+from aretriever.engine.summary import Outcome
 from aretriever.testing.fake_archive import FakeArchive, Faults
 
 SIZE = 6

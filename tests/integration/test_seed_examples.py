@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from aretriever.catalog import GeneratedCatalog
+from aretriever.catalogs.core import GeneratedCatalog
 from aretriever.errors import ConfigError
 from aretriever.observatories import VirtualDemoObs, VirtualTESS, VirtualZTF, observatory
 from aretriever.project import Project

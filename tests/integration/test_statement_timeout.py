@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from aretriever.config import load_config
-from aretriever.engine import Engine
+from aretriever.engine.core import Engine
 from aretriever.store import db
 from aretriever.store.sessions import Session
 

@@ -17,21 +17,21 @@ from astropy.time import Time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aretriever.catalog import (
-    FileCatalog,
-    GeneratedCatalog,
-    SearchableCatalog,
-    chunk_to_targets,
-    open_catalog,
-)
-from aretriever.catalog_cache import (
+from aretriever.catalogs.cache import (
     CATALOGS_ENV,
     RemoteOptions,
     cache_is_valid,
     checked_votable,
     resolve_cache_dir,
 )
-from aretriever.catalog_formats import (
+from aretriever.catalogs.core import (
+    FileCatalog,
+    GeneratedCatalog,
+    SearchableCatalog,
+    chunk_to_targets,
+    open_catalog,
+)
+from aretriever.catalogs.formats import (
     ParsedTable,
     parse_phase,
     parse_uws_job,
@@ -40,9 +40,9 @@ from aretriever.catalog_formats import (
     read_votable,
     row_limit_reason,
 )
-from aretriever.catalog_index import SkyIndex, angular_distance_deg, propagate, propagate_frame, wdj_name
-from aretriever.catalog_remote import WD_COLUMNS, remote_kind, rename_map, vizier_request
-from aretriever.catalog_tap import (
+from aretriever.catalogs.index import SkyIndex, angular_distance_deg, propagate, propagate_frame, wdj_name
+from aretriever.catalogs.remote import WD_COLUMNS, remote_kind, rename_map, vizier_request
+from aretriever.catalogs.tap import (
     job_url_of,
     poll_delays,
     reference_epoch_yr,
@@ -275,7 +275,7 @@ def test_propagate_frame_keeps_the_reference_positions() -> None:
 
 
 def test_streaming_can_move_positions_to_an_observation_epoch(tmp_path: Path) -> None:
-    from aretriever.catalog import EpochShift
+    from aretriever.catalogs.core import EpochShift
 
     path = _write(WD_ROWS, tmp_path / "wd.parquet")
     catalog = FileCatalog(path, columns=WD_MAP, epoch=EpochShift(2016.0, 2000.0))

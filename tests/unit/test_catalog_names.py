@@ -15,10 +15,10 @@ import pytest
 from astropy.table import MaskedColumn, Table
 
 from aretriever.adapters.base import Target
-from aretriever.catalog import BadRow, FileCatalog, chunk_to_targets
-from aretriever.catalog_formats import _astropy_to_frame, read_csv_table, read_tap_json, read_votable
-from aretriever.catalog_names import check_unique_names, name_text
-from aretriever.catalog_tap import with_names
+from aretriever.catalogs.core import BadRow, FileCatalog, chunk_to_targets
+from aretriever.catalogs.formats import _astropy_to_frame, read_csv_table, read_tap_json, read_votable
+from aretriever.catalogs.names import check_unique_names, name_text
+from aretriever.catalogs.tap import with_names
 from aretriever.errors import CatalogError
 from aretriever.settings import ColumnMap
 from aretriever.store.hdf5 import frame_to_records

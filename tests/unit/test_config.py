@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from aretriever import config as config_module
-from aretriever.cli import main
+from aretriever.cli.main import main
 from aretriever.config import (
     code_version,
     config_hash,

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from aretriever.adapters.base import Target
+from aretriever.engine.histogram_file import HistogramFile, lightcurve_digest
+from aretriever.engine.pool import ReducedTable
 from aretriever.errors import ConfigError
-from aretriever.histogram_file import HistogramFile, lightcurve_digest
-from aretriever.pool import ReducedTable
 from aretriever.science.histograms import ScoreHistograms, histogram_path
 from aretriever.settings import HistogramConfig
 

@@ -9,10 +9,10 @@ import logging
 import pytest
 
 from aretriever.config import load_config, public_dict, to_yaml
-from aretriever.engine import write_version_config
-from aretriever.logs import JsonFormatter
+from aretriever.engine.core import write_version_config
+from aretriever.engine.summary import Outcome, RunSummary
 from aretriever.redact import redact, redacting
-from aretriever.summary import Outcome, RunSummary
+from aretriever.service.logs import JsonFormatter
 
 SECRET = "hunter2-Zq"
 URL = f"postgresql+asyncpg://astro:{SECRET}@db.example:5432/wd"

@@ -12,8 +12,8 @@ import pytest
 from aretriever.adapters.base import Fetched, ReducedLightcurve, Target
 from aretriever.adapters.tess import read_raw_table, reduce_lightcurves
 from aretriever.adapters.ztf import ZtfAdapter
+from aretriever.engine.pool import CpuJob, run_job
 from aretriever.errors import ConfigError
-from aretriever.pool import CpuJob, run_job
 from aretriever.science.analysis import Analysis, analysis_for, efficiency_table
 from aretriever.science.plugins import load_class
 from aretriever.settings import AnalysisConfig, SimulatorConfig, TessReducerConfig, ZtfConfig

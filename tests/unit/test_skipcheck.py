@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aretriever.skipcheck import Action, FileState, Freshness, StoredRaw, decide
+from aretriever.engine.skipcheck import Action, FileState, Freshness, StoredRaw, decide
 
 OK = StoredRaw("ok", "ZTF/RA001/x.h5", 100)
 ON_DISK = FileState(100)

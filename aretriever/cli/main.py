@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Literal, cast
 
+from aretriever.cli.exits import EXIT_OK, EXIT_USAGE, exit_code
 from aretriever.config import config_hash, load_config, to_yaml
-from aretriever.exits import EXIT_OK, EXIT_USAGE, exit_code
 from aretriever.settings import Config
 
 Handler = Callable[[argparse.Namespace], int]

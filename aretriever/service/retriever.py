@@ -32,15 +32,15 @@ from anyio.streams.memory import MemoryObjectSendStream
 from sqlalchemy.orm import selectinload
 
 from aretriever.adapters.base import Target
-from aretriever.catalog import Catalog, chunk_to_targets
-from aretriever.catalog_remote import open_catalog_async
+from aretriever.catalogs.core import Catalog, chunk_to_targets
+from aretriever.catalogs.remote import open_catalog_async
 from aretriever.config import load_config
-from aretriever.engine import Engine, ResultSink
+from aretriever.engine.core import Engine, ResultSink
+from aretriever.engine.pipeline import SourceResult
+from aretriever.engine.summary import RunSummary
 from aretriever.errors import CatalogError, ConfigError
-from aretriever.pipeline import SourceResult
 from aretriever.settings import ColumnMap, Config
 from aretriever.store.models import Source
-from aretriever.summary import RunSummary
 
 _RESULTS_BUFFER = 256
 
@@ -128,7 +128,7 @@ class Retriever:
     ) -> AsyncIterator[SourceResult]:
         """Backfill catalog rows ``start`` to ``stop``, yielding each source's result per lane.
 
-        ``catalog`` is a :class:`~aretriever.catalog.Catalog` or a spec (``"wd"``, a file path,
+        ``catalog`` is a :class:`~aretriever.catalogs.core.Catalog` or a spec (``"wd"``, a file path,
         ``"test"``, ``"gaia:<ADQL>"``). Leaving the loop early stops the run: sources in flight
         finish (within ``engine.grace_s``) and their rows are committed.
         """

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from aretriever.engine import Engine
-from aretriever.pipeline import SourceResult
+from aretriever.engine.core import Engine
+from aretriever.engine.pipeline import SourceResult
 
 PREFIX = "aretriever"
 

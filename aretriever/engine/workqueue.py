@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aretriever.adapters.base import Target
 from aretriever.store.models import WorkItem
 
-log = logging.getLogger("aretriever.workqueue")
+log = logging.getLogger("aretriever.engine.workqueue")
 
 
 def worker_id() -> str:

@@ -33,25 +33,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.adapters import available, get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
-from aretriever.catalog import BadRow, Catalog, SearchableCatalog, chunk_to_targets
-from aretriever.catalog_names import check_unique_names
+from aretriever.catalogs.core import BadRow, Catalog, SearchableCatalog, chunk_to_targets
+from aretriever.catalogs.names import check_unique_names
 from aretriever.config import config_hash, to_yaml
+from aretriever.engine.histogram_file import HistogramFile
+from aretriever.engine.lane import Lane, LaneStats, make_limiter
+from aretriever.engine.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
+from aretriever.engine.skipcheck import Decision, Freshness, Products, check_batch
+from aretriever.engine.summary import Outcome, RunSummary
+from aretriever.engine.workqueue import WorkQueue
 from aretriever.errors import ConfigError, cause
-from aretriever.histogram_file import HistogramFile
-from aretriever.http import Lane, LaneStats, make_limiter
-from aretriever.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.settings import Config, LaneConfig
-from aretriever.skipcheck import Decision, Freshness, Products, check_batch
 from aretriever.store import owners, paths, product_folders
 from aretriever.store.db import create_engine, migrate, resolve_db_url, retry_transient, session_factory
 from aretriever.store.hdf5 import atomic_path
 from aretriever.store.models import Failure, WorkItem
 from aretriever.store.product_folders import check_project_folder
 from aretriever.store.writers import FileWriter, RowWriter, Upsert
-from aretriever.summary import Outcome, RunSummary
-from aretriever.workqueue import WorkQueue
 
-log = logging.getLogger("aretriever.engine")
+log = logging.getLogger("aretriever.engine.core")
 
 CLOSE_TIMEOUT_S = 60.0  # beyond the grace period, for writers to flush and the pool to stop
 

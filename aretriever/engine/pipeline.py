@@ -19,19 +19,19 @@ from typing import Any, Protocol
 import anyio
 
 from aretriever.adapters.base import Adapter, Fetched, HttpPort, Target
+from aretriever.engine.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
+from aretriever.engine.skipcheck import Action, Decision, Products
+from aretriever.engine.summary import Outcome
 from aretriever.errors import FetchError, MalformedResponse, StoreError
-from aretriever.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
 from aretriever.redact import redact
 from aretriever.retry import is_transient
 from aretriever.settings import AnalysisConfig
-from aretriever.skipcheck import Action, Decision, Products
 from aretriever.store import paths
 from aretriever.store.hdf5 import Tables, h5_nrows
 from aretriever.store.models import Detection, Failure, Lightcurve, Properties, RawPhotometry, Source
 from aretriever.store.writers import FileWriter, Replace, RowWriter, Upsert
-from aretriever.summary import Outcome
 
-log = logging.getLogger("aretriever.pipeline")
+log = logging.getLogger("aretriever.engine.pipeline")
 
 Row = dict[str, Any]
 
@@ -65,7 +65,7 @@ class Stores:
 
 
 class CpuRunner:
-    """Runs :mod:`aretriever.pool` jobs on an executor without blocking the loop.
+    """Runs :mod:`aretriever.engine.pool` jobs on an executor without blocking the loop.
 
     Without an executor given, a process pool is started at the first job, so a run that only
     skips (a resume) never pays for starting one.

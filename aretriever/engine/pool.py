@@ -126,7 +126,7 @@ def default_executor(workers: int | None) -> ProcessPoolExecutor:
     """
     context = multiprocessing.get_context("forkserver")
     preload = [
-        "aretriever.pool",
+        "aretriever.engine.pool",
         "aretriever.adapters.ztf",
         "aretriever.store.hdf5",
         "aretriever.science.analysis",

@@ -3,7 +3,7 @@
 ``wd`` is Gentile Fusillo et al. (2021, MNRAS 508, 3877), the main table of the Gaia EDR3
 white-dwarf catalogue, about 1.3 million rows, fetched once from VizieR
 (``J/MNRAS/508/3877/maincat``) through the ASU VOTable endpoint with only the columns aretriever
-uses, verified and cached as Parquet (see :mod:`aretriever.catalog_cache`). Its positions are at
+uses, verified and cached as Parquet (see :mod:`aretriever.catalogs.cache`). Its positions are at
 epoch J2016.0 (Gaia EDR3), not 2016.5.
 
 Streaming keeps VizieR's column names in the cache and renames them on the way out, to the names
@@ -22,8 +22,7 @@ import aiohttp
 import anyio
 
 from aretriever.adapters.base import Request
-from aretriever.catalog import EpochShift, FileCatalog, SearchableCatalog, resolve_spec
-from aretriever.catalog_cache import (
+from aretriever.catalogs.cache import (
     RemoteOptions,
     Sleep,
     cache_is_valid,
@@ -34,7 +33,8 @@ from aretriever.catalog_cache import (
     temp_path,
     write_cache,
 )
-from aretriever.catalog_tap import cache_path, fetch_gaia, reference_epoch_yr
+from aretriever.catalogs.core import EpochShift, FileCatalog, SearchableCatalog, resolve_spec
+from aretriever.catalogs.tap import cache_path, fetch_gaia, reference_epoch_yr
 from aretriever.errors import CatalogError
 from aretriever.settings import CatalogConfig, ColumnMap
 
@@ -65,7 +65,7 @@ GAIA_COLUMNS: Final = {
 }
 _ROLES: Final = ("name", "ra", "dec", "mag", "pmra", "pmdec")
 
-log = logging.getLogger("aretriever.catalog")
+log = logging.getLogger("aretriever.catalogs.core")
 
 
 def vizier_request(base_url: str, source: str, columns: list[str], max_rows: int | None = None) -> Request:
@@ -196,12 +196,12 @@ async def open_catalog_async(
     session: aiohttp.ClientSession | None = None,
     sleep: Sleep | None = None,
 ) -> SearchableCatalog:
-    """:func:`aretriever.catalog.open_catalog` for async code: downloads never block the loop.
+    """:func:`aretriever.catalogs.core.open_catalog` for async code: downloads never block the loop.
 
     Parameters
     ----------
     spec, cfg
-        As for :func:`~aretriever.catalog.open_catalog`.
+        As for :func:`~aretriever.catalogs.core.open_catalog`.
     options : RemoteOptions, optional
         Cache folder, archive URLs and limits (default: from ``cfg``).
     session : aiohttp.ClientSession, optional

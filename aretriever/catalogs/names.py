@@ -159,7 +159,7 @@ def check_unique_names(catalog: _Chunked, name_column: str, start: int = 0, stop
     """Raise a CatalogError naming every duplicated name (and its rows) in rows ``start:stop``.
 
     Reads the name column only when the catalog can (:class:`NameSource`), else whole chunks; a
-    missing name column is left to :func:`~aretriever.catalog.chunk_to_targets` to report.
+    missing name column is left to :func:`~aretriever.catalogs.core.chunk_to_targets` to report.
     """
     if isinstance(catalog, NameSource):
         chunks: Iterable[pd.Series] = catalog.iter_names(start, stop)

@@ -7,12 +7,12 @@ A catalog yields pandas chunks; :func:`chunk_to_targets` turns a chunk into engi
 
 - ``test``: N random sources (:class:`GeneratedCatalog`);
 - a local CSV, FITS, Parquet or HDF5 file with a configurable column map (:class:`FileCatalog`);
-- named remote catalogs, downloaded once and cached (:mod:`aretriever.catalog_remote`): ``wd``
+- named remote catalogs, downloaded once and cached (:mod:`aretriever.catalogs.remote`): ``wd``
   (aliases ``WD``, ``white_dwarfs``), the Gentile Fusillo et al. (2021) Gaia EDR3 white dwarfs,
-  and ``gaia:<ADQL>``, a Gaia archive TAP query (:mod:`aretriever.catalog_tap`).
+  and ``gaia:<ADQL>``, a Gaia archive TAP query (:mod:`aretriever.catalogs.tap`).
 
 Every catalog also answers ``get_row(index_or_name)`` and ``get_nearest_row(ra, dec, radius)``
-(:class:`~aretriever.catalog_index.Lookups`).
+(:class:`~aretriever.catalogs.index.Lookups`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 
 from aretriever.adapters.base import Target
-from aretriever.catalog_index import CatalogLookup, Lookups, propagate_frame
-from aretriever.catalog_names import csv_text_options, name_problem, name_text, numeric_cells
+from aretriever.catalogs.index import CatalogLookup, Lookups, propagate_frame
+from aretriever.catalogs.names import csv_text_options, name_problem, name_text, numeric_cells
 from aretriever.errors import CatalogError
 from aretriever.settings import CatalogConfig, ColumnMap
 
 if TYPE_CHECKING:
-    from aretriever.catalog_cache import RemoteOptions
+    from aretriever.catalogs.cache import RemoteOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +322,7 @@ def open_catalog(
 
     Named remote catalogs (``wd``, ``gaia:<ADQL>``) are downloaded on first use and read from the
     cache afterwards; from inside a running event loop prefer
-    :func:`aretriever.catalog_remote.open_catalog_async`, which does not block the loop.
+    :func:`aretriever.catalogs.remote.open_catalog_async`, which does not block the loop.
 
     Parameters
     ----------
@@ -337,7 +337,7 @@ def open_catalog(
     spec, local = resolve_spec(spec, cfg)
     if local is not None:
         return local
-    from aretriever.catalog_remote import open_remote
+    from aretriever.catalogs.remote import open_remote
 
     return open_remote(spec, cfg, options)
 
@@ -424,7 +424,7 @@ def _number(cells: _Cells | None, pos: int) -> float | None:
 def chunk_to_targets(chunk: pd.DataFrame, columns: ColumnMap) -> tuple[list[Target], list[BadRow]]:
     """Targets from a catalog chunk, and the rows that cannot be used (with the reason).
 
-    Names are exact text (:mod:`aretriever.catalog_names`); a row with no name, a cell of a numeric
+    Names are exact text (:mod:`aretriever.catalogs.names`); a row with no name, a cell of a numeric
     column that is not a number (named with its row and column), or impossible coordinates is a
     :class:`BadRow`, and the other rows go on.
     """

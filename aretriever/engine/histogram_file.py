@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from aretriever.adapters.base import Target
+from aretriever.engine.pool import ReducedTable
 from aretriever.errors import ConfigError
-from aretriever.pool import ReducedTable
 from aretriever.science.histograms import Binned, ScoreHistograms, histogram_path
 from aretriever.settings import HistogramConfig
 

@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import pandas as pd
 
-from aretriever.catalog_names import duplicate_names, names_text
+from aretriever.catalogs.names import duplicate_names, names_text
 from aretriever.errors import CatalogError
 from aretriever.settings import ColumnMap
 

@@ -1,6 +1,6 @@
 """Downloading remote catalogs once: options, the HTTP lane, verification and the on-disk cache.
 
-Downloads go through the same :class:`~aretriever.http.Lane` the observatories use, so a catalog
+Downloads go through the same :class:`~aretriever.engine.lane.Lane` the observatories use, so a catalog
 download gets the project's retry policy (table-tested, ``Retry-After`` aware), rate limit, typed
 errors and streaming to disk with a ``Content-Length`` check, with no second HTTP stack to keep.
 A body is streamed to a temporary file next to the cache, verified (complete VOTable, no error
@@ -31,18 +31,18 @@ import anyio
 import pandas as pd
 
 from aretriever.adapters.base import Request, Response
-from aretriever.catalog_formats import (
+from aretriever.catalogs.formats import (
     ParsedTable,
     query_status_error,
     read_votable,
     row_limit_reason,
     votable_is_complete,
 )
+from aretriever.engine.lane import Lane
 from aretriever.errors import CatalogError, FetchError
-from aretriever.http import Lane
 from aretriever.settings import CatalogConfig, LaneConfig
 
-log = logging.getLogger("aretriever.catalog")
+log = logging.getLogger("aretriever.catalogs.core")
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]

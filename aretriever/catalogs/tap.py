@@ -30,7 +30,7 @@ import anyio
 import pandas as pd
 
 from aretriever.adapters.base import Request
-from aretriever.catalog_cache import (
+from aretriever.catalogs.cache import (
     RemoteOptions,
     Sleep,
     cache_is_valid,
@@ -42,7 +42,7 @@ from aretriever.catalog_cache import (
     temp_path,
     write_cache,
 )
-from aretriever.catalog_formats import (
+from aretriever.catalogs.formats import (
     FINAL_PHASES,
     ParsedTable,
     UwsJob,
@@ -51,13 +51,13 @@ from aretriever.catalog_formats import (
     read_csv_table,
     read_tap_json,
 )
-from aretriever.catalog_names import names_text
+from aretriever.catalogs.names import names_text
+from aretriever.engine.lane import Lane
 from aretriever.errors import CatalogError
-from aretriever.http import Lane
 
 ARCHIVE: Final = "the Gaia archive"
 FORMATS: Final = ("votable", "json", "csv")
-log = logging.getLogger("aretriever.catalog")
+log = logging.getLogger("aretriever.catalogs.core")
 _RELEASE = re.compile(r"\bgaia(e?dr\d)\b", re.IGNORECASE)
 
 

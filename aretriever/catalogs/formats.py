@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from aretriever.catalog_names import csv_text_options
+from aretriever.catalogs.names import csv_text_options
 from aretriever.errors import CatalogError
 
 _TAIL_BYTES: Final = 256

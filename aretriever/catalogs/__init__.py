@@ -1,0 +1,1 @@
+"""Catalogs: reading catalog files and archives into streamed rows of named sources."""

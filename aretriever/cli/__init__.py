@@ -1,0 +1,1 @@
+"""Command-line entry points: ``aretriever`` subcommands and ``python -m aretriever.<cmd>``."""

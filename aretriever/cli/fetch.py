@@ -1,0 +1,164 @@
+"""``python -m aretriever.fetch``: backfill a catalog from one or more observatories.
+
+Exit codes: 0 every source done or skipped; 1 some failed (the summary says which and why);
+2 bad usage, configuration or catalog; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from aretriever.catalogs.core import Catalog, GeneratedCatalog, SearchableCatalog, open_catalog
+from aretriever.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
+from aretriever.config import load_config
+from aretriever.engine.core import Engine
+from aretriever.engine.pipeline import SourceResult
+from aretriever.engine.summary import RunSummary
+from aretriever.errors import CatalogError
+from aretriever.service.logs import configure_cli
+from aretriever.settings import Config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aretriever.fetch", description=__doc__.split("\n")[0])
+    p.add_argument("--catalog", help="catalog file (CSV, FITS, Parquet, HDF5) or 'test', 'wd', 'gaia:<ADQL>'")
+    p.add_argument(
+        "--observatory", action="append", default=[], help="observatory lane (repeatable; default: config)"
+    )
+    p.add_argument(
+        "--tic",
+        action="append",
+        type=int,
+        default=[],
+        help="fetch this TIC star from TESS directly (repeatable); filed under the nearest catalog row",
+    )
+    p.add_argument("--start", type=int, default=0, help="first catalog row (0-based)")
+    p.add_argument("--stop", type=int, default=None, help="stop before this catalog row")
+    p.add_argument("--data-root", type=Path, help="DATA_ROOT (default: $RETRIEVER_DATA or ./data)")
+    p.add_argument("--db-url", help="database URL (default: $ARETRIEVER_DB_URL or SQLite in DATA_ROOT)")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--project", help="project name (finds configs/<project>.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--no-reduce", action="store_true", help="only download raw data")
+    p.add_argument("--no-analyze", action="store_true", help="reduce but do not analyse (no S/N, detections)")
+    p.add_argument("--verify", action="store_true", help="open every stored file; re-fetch unreadable ones")
+    p.add_argument("--dry-run", action="store_true", help="say what would be fetched; make no request")
+    p.add_argument("--summary-json", type=Path, help="write the run summary as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    p.add_argument("--verbose", action="store_true", help="log every retry and decision")
+    return p
+
+
+def _cli_sets(args: argparse.Namespace) -> list[str]:
+    sets = list(args.set)
+    if args.data_root is not None:
+        sets.append(f"store.data_root={args.data_root}")
+    if args.db_url:
+        sets.append(f"store.db_url={args.db_url}")
+    if args.no_reduce:
+        sets.append("engine.reduce=false")
+    if args.no_analyze:
+        sets.append("engine.analyze=false")
+    if args.verify:
+        sets.append("engine.verify=true")
+    observatories = args.observatory or (["tess"] if args.tic else [])
+    if observatories:
+        sets.append(f"project.obs_names=[{', '.join(observatories)}]")
+    return sets
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The resolved config: file, then command-line flags, then ``--set``."""
+    overrides = {"project": {"name": args.project}} if args.project else None
+    return load_config(args.config or None, project=args.project, overrides=overrides, sets=_cli_sets(args))
+
+
+def _size_hint(catalog: Catalog | None, start: int, stop: int | None) -> int | None:
+    if catalog is None:
+        return None
+    if stop is not None:
+        return max(0, stop - start)
+    if isinstance(catalog, GeneratedCatalog):
+        return max(0, len(catalog) - start)
+    return None
+
+
+async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Namespace) -> RunSummary:
+    """Run the engine with a progress bar and signal handling (``--tic``: those stars only)."""
+    total = len(args.tic) if args.tic else _size_hint(catalog, args.start, args.stop)
+    lanes = len(cfg.project.obs_names)
+    show = not args.quiet and sys.stderr.isatty()
+    with tqdm(
+        total=None if total is None else total * lanes, disable=not show, unit="src", smoothing=0.05
+    ) as bar:
+
+        def on_result(result: SourceResult) -> None:
+            bar.update(1)
+
+        engine = Engine(cfg, on_result=on_result, catalog_name=catalog.name if catalog is not None else "")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, engine.request_stop)
+        try:
+            if args.tic:
+                searchable = catalog if isinstance(catalog, SearchableCatalog) else None
+                return await engine.fetch_by_ids("tess", [str(tic) for tic in args.tic], searchable)
+            if catalog is None:
+                raise CatalogError("no catalog: give --catalog (or catalog.default / catalog.path)")
+            return await engine.run(catalog, args.start, args.stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+async def run_plan(cfg: Config, catalog: Catalog, args: argparse.Namespace) -> dict[str, Counter[str]]:
+    """``--dry-run``: the skip check alone."""
+    return await Engine(cfg, catalog_name=catalog.name).plan(catalog, args.start, args.stop)
+
+
+def _report(summary: RunSummary, args: argparse.Namespace) -> int:
+    print(summary.format_table(), file=sys.stderr)
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _catalog(args: argparse.Namespace, cfg: Config) -> Catalog | None:
+    """The catalog to backfill; with ``--tic`` it is optional (it names the sources found)."""
+    if args.tic and not (args.catalog or cfg.catalog.path or cfg.catalog.default):
+        return None
+    return open_catalog(args.catalog, cfg.catalog)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_cli(verbose=args.verbose)
+
+    def body() -> int:
+        cfg = load(args)
+        catalog = _catalog(args, cfg)
+        if args.dry_run:
+            if catalog is None:
+                raise CatalogError("--dry-run needs a catalog")
+            plan = asyncio.run(run_plan(cfg, catalog, args))
+            for lane, counts in plan.items():
+                print(f"{lane}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            return EXIT_OK
+        return _report(asyncio.run(run_backfill(cfg, catalog, args)), args)
+
+    return exit_code(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""``python -m aretriever.plot <source> --out lc.png``: a source's stored lightcurves as a PNG.
+
+The figure is made by :mod:`aretriever.plotting`; this module reads the source's lightcurves,
+tables and detections from the database and DATA_ROOT.
+
+Exit codes: 0 PNG written; 1 nothing to plot (unknown source, no lightcurves) or storage failed;
+2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aretriever.cli.exits import EXIT_OK, exit_code
+from aretriever.config import load_config
+from aretriever.errors import StoreError
+from aretriever.plotting import NoLightcurvesError, detection_mapping, plot_source, save_png
+from aretriever.settings import Config
+from aretriever.store import db, paths
+from aretriever.store.models import Detection, Lightcurve, Source
+
+# --------------------------------------------------------------------------------------------
+# reading a source from the store
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePlotInputs:
+    """A source's stored lightcurves with their tables, and their detections (as dicts)."""
+
+    name: str
+    project: str
+    cfg_hash: str
+    lightcurves: list[tuple[Lightcurve, pd.DataFrame]]
+    detections: list[dict[str, Any]]
+    source: Source | None = None
+
+    def title(self) -> str:
+        """``<name> (RA .., Dec .., mag ..) - project <project>[ <cfg hash>]``."""
+        where = ""
+        if self.source is not None:
+            mag = "" if self.source.mag is None else f", mag {self.source.mag:.2f}"
+            where = f" (RA {self.source.ra_deg:.5f}, Dec {self.source.dec_deg:+.5f}{mag})"
+        version = f" {self.cfg_hash}" if self.cfg_hash else ""
+        return f"{self.name}{where} - project {self.project}{version}"
+
+
+def _lightcurve_query(name: str, project: str | None, observatory: str | None) -> sa.Select[Any]:
+    query = sa.select(Lightcurve).where(Lightcurve.source_name == name, Lightcurve.simulation_number == 0)
+    if project is not None:
+        query = query.where(Lightcurve.project == project)
+    if observatory is not None:
+        query = query.where(Lightcurve.observatory == observatory)
+    return query.order_by(Lightcurve.observatory, Lightcurve.time_start_mjd, Lightcurve.series_number)
+
+
+def _newest_product_set(lcs: list[Lightcurve]) -> list[Lightcurve]:
+    """Only the (project, config hash) written last: versions of one product never share a plot."""
+    newest = max(lcs, key=lambda lc: lc.created_at)
+    return [lc for lc in lcs if (lc.project, lc.cfg_hash) == (newest.project, newest.cfg_hash)]
+
+
+async def _detections(session: AsyncSession, lcs: list[Lightcurve]) -> list[dict[str, Any]]:
+    first = lcs[0]
+    rows = await session.scalars(
+        sa.select(Detection)
+        .where(
+            Detection.source_name == first.source_name,
+            Detection.project == first.project,
+            Detection.cfg_hash == first.cfg_hash,
+            Detection.observatory.in_(sorted({lc.observatory for lc in lcs})),
+        )
+        .order_by(Detection.observatory, Detection.series_number, Detection.time_peak_mjd)
+    )
+    return [dict(detection_mapping(d)) for d in rows]
+
+
+def _no_lightcurves(name: str, project: str | None, observatory: str | None, why: str) -> NoLightcurvesError:
+    where = f"project {project!r}" if project is not None else "any project"
+    if observatory is not None:
+        where += f", observatory {observatory!r}"
+    return NoLightcurvesError(f"plot: no lightcurves for source {name!r} in {where}: {why}")
+
+
+async def _explain_missing(session: AsyncSession, name: str) -> str:
+    if await session.scalar(sa.select(Source.name).where(Source.name == name)) is None:
+        return "no source of that name in the database"
+    query = sa.select(Lightcurve.project).where(Lightcurve.source_name == name).distinct()
+    projects = sorted(await session.scalars(query))
+    if not projects:
+        return "the source has none in any project (no data, or not reduced)"
+    return f"the source has some in project(s) {', '.join(map(repr, projects))} (use --project)"
+
+
+def _read_tables(lcs: Sequence[Lightcurve], data_root: Path | None) -> list[tuple[Lightcurve, pd.DataFrame]]:
+    return [(lc, lc.load(data_root)) for lc in lcs]
+
+
+async def load_source_plot_inputs(
+    sessions: async_sessionmaker[AsyncSession],
+    name: str,
+    *,
+    project: str | None = None,
+    observatory: str | None = None,
+    data_root: Path | None = None,
+) -> SourcePlotInputs:
+    """Read a source's lightcurves (rows and HDF5 tables) and detections for :func:`plot_source`.
+
+    Only real lightcurves (``simulation_number`` 0) are read; with several projects or config
+    hashes, the set written last. Detections of any simulation number are kept (drawn by
+    ``simulated``). Tables are read in a worker thread.
+
+    Raises
+    ------
+    NoLightcurvesError
+        The source is unknown or has no lightcurves there; the message says which, and where else
+        it has some.
+    StoreError
+        A table cannot be read from its file.
+    """
+    async with sessions() as session:
+        lcs = list(await session.scalars(_lightcurve_query(name, project, observatory)))
+        if not lcs:
+            raise _no_lightcurves(name, project, observatory, await _explain_missing(session, name))
+        lcs = _newest_product_set(lcs)
+        detections = await _detections(session, lcs)
+        source = await session.scalar(sa.select(Source).where(Source.name == name))
+    tables = await asyncio.to_thread(_read_tables, lcs, data_root)
+    return SourcePlotInputs(name, lcs[0].project, lcs[0].cfg_hash, tables, detections, source)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aretriever.plot", description=__doc__.split("\n")[0])
+    p.add_argument("source", help="source name, exactly as in the catalog")
+    p.add_argument("--out", type=Path, help="PNG to write (default: <source>.png)")
+    p.add_argument("--project", help="project name (default: the config's, else 'default')")
+    p.add_argument("--observatory", help="only this observatory (default: all)")
+    p.add_argument("--data-root", type=Path, help="DATA_ROOT (default: $RETRIEVER_DATA or ./data)")
+    p.add_argument("--db-url", help="database URL (default: $ARETRIEVER_DB_URL or SQLite in DATA_ROOT)")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--dpi", type=int, default=120, help="resolution of the PNG")
+    return p
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The resolved config: file, then command-line flags, then ``--set``."""
+    sets = list(args.set)
+    if args.data_root is not None:
+        sets.append(f"store.data_root={args.data_root}")
+    if args.db_url:
+        sets.append(f"store.db_url={args.db_url}")
+    overrides = {"project": {"name": args.project}} if args.project else None
+    return load_config(args.config or None, project=args.project, overrides=overrides, sets=sets)
+
+
+def _check_database(url: str) -> None:
+    # opening a missing SQLite file would create an empty database (and its folder)
+    parsed = make_url(url)
+    database = parsed.database or ""
+    local = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if local and not database.startswith("file:") and not Path(database).expanduser().exists():
+        raise StoreError(f"store: no database at {database} (run python -m aretriever.fetch first)")
+
+
+async def read_source(cfg: Config, name: str, observatory: str | None) -> SourcePlotInputs:
+    """Open the configured store and read what :func:`plot_source` needs for ``name``."""
+    root = paths.data_root(cfg.store.data_root)
+    url = db.resolve_db_url(cfg.store, root)
+    _check_database(url)
+    engine = db.create_engine(url, statement_timeout_s=cfg.store.statement_timeout_s)
+    try:
+        sessions = db.session_factory(engine)
+        return await load_source_plot_inputs(
+            sessions, name, project=cfg.project.name, observatory=observatory, data_root=root
+        )
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise StoreError(f"store: cannot read {shown}: {exc}") from exc
+    finally:
+        await engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = args.out or Path(f"{paths.safe_name(args.source)}.png")
+
+    def body() -> int:
+        cfg = load(args)
+        inputs = asyncio.run(read_source(cfg, args.source, args.observatory))
+        save_png(plot_source(inputs.lightcurves, inputs.detections, inputs.title()), out, dpi=args.dpi)
+        print(out)
+        return EXIT_OK
+
+    return exit_code(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""``python -m aretriever.populate``: rebuild ``sources`` and ``raw_photometry`` rows from raw files.
+
+The walk is :func:`aretriever.service.populate.populate`; see there for what is read and kept.
+
+Exit codes: 0 every file read; 1 some file unreadable (or rows refused by the database);
+2 bad usage, configuration or catalog; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aretriever.catalogs.core import SearchableCatalog, open_catalog
+from aretriever.cli import fetch
+from aretriever.cli.exits import EXIT_FAILED, EXIT_OK, exit_code
+from aretriever.service.logs import configure_cli
+from aretriever.service.populate import PopulateSummary, populate
+from aretriever.settings import Config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m aretriever.populate", description=__doc__.split("\n")[0])
+    p.add_argument("--catalog", help="name sources from this catalog (file, 'test', 'wd', 'gaia:<ADQL>')")
+    p.add_argument(
+        "--observatory", action="append", default=[], help="walk this observatory's folder (repeatable)"
+    )
+    p.add_argument("--data-root", type=Path, help="DATA_ROOT (default: $RETRIEVER_DATA or ./data)")
+    p.add_argument("--db-url", help="database URL (default: $ARETRIEVER_DB_URL or SQLite in DATA_ROOT)")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--project", help="project name (finds configs/<project>.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--summary-json", type=Path, help="write the summary as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no warning per file (the summary still lists them)")
+    p.add_argument("--verbose", action="store_true", help="log progress")
+    return p
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The config resolved as ``python -m aretriever.fetch`` resolves it, given the same flags."""
+    shared = fetch.build_parser().parse_args([])  # fetch's other flags, at their defaults
+    vars(shared).update(vars(args))
+    return fetch.load(shared)
+
+
+def _catalog(args: argparse.Namespace, cfg: Config) -> SearchableCatalog | None:
+    if not (args.catalog or cfg.catalog.path or cfg.catalog.default):
+        return None
+    return open_catalog(args.catalog, cfg.catalog)
+
+
+def _report(summary: PopulateSummary, args: argparse.Namespace) -> int:
+    print(summary.format(), file=sys.stderr)
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_cli(verbose=args.verbose, quiet=args.quiet)
+
+    def body() -> int:
+        cfg = load(args)
+        catalog = _catalog(args, cfg)
+        summary = asyncio.run(populate(cfg, catalog, observatories=args.observatory or None))
+        return _report(summary, args)
+
+    return exit_code(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

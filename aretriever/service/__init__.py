@@ -1,0 +1,1 @@
+"""Long-running use: the embedding API (Retriever), the daemon, its metrics and logs."""
