@@ -33,11 +33,12 @@ from aretriever.catalogs.core import Catalog
 from aretriever.catalogs.remote import open_catalog_async
 from aretriever.config import load_config, public_dict
 from aretriever.engine.core import Engine, products_for, write_version_config
+from aretriever.engine.histogram_io import histogram_path, load_histograms
 from aretriever.engine.skipcheck import Products
 from aretriever.engine.summary import RunSummary
 from aretriever.observatories import ObservatoryList, VirtualObservatory, observatory
 from aretriever.science.analysis import efficiency_table
-from aretriever.science.histograms import ScoreHistograms, histogram_path
+from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import Config, ProjectConfig
 from aretriever.store import paths, product_folders
 from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
@@ -138,7 +139,7 @@ class Project:
     def histograms(self) -> ScoreHistograms | None:
         """The score histograms of everything analysed so far (None before any analysis)."""
         path = histogram_path(self.output_folder)
-        return ScoreHistograms.load(path) if path.exists() else None
+        return load_histograms(path) if path.exists() else None
 
     def efficiency(self, bins: int = 5) -> pd.DataFrame:
         """Recovery efficiency of the injected events, per width and amplitude bin."""

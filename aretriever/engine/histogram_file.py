@@ -35,9 +35,10 @@ import numpy as np
 import pandas as pd
 
 from aretriever.adapters.base import Target
+from aretriever.engine.histogram_io import histogram_path, load_histograms, load_with_ledger, save_histograms
 from aretriever.engine.pool import ReducedTable
 from aretriever.errors import ConfigError
-from aretriever.science.histograms import Binned, ScoreHistograms, histogram_path
+from aretriever.science.histograms import Binned, ScoreHistograms
 from aretriever.settings import HistogramConfig
 
 log = logging.getLogger("aretriever.histograms")
@@ -93,7 +94,7 @@ class HistogramFile:
         self._pending: dict[int, Binned] = {}  # digest -> a lightcurve not saved yet
         self._lock = threading.Lock()
         if self.path.exists():
-            self._check_binning(ScoreHistograms.load(self.path))
+            self._check_binning(load_histograms(self.path))
 
     def _check_binning(self, stored: ScoreHistograms) -> None:
         if stored.binning() != self._empty.binning():
@@ -151,7 +152,7 @@ class HistogramFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(self.lock_path):
             if self.path.exists():
-                stored, ledger = ScoreHistograms.load_with_ledger(self.path)
+                stored, ledger = load_with_ledger(self.path)
                 self._check_binning(stored)
             else:
                 stored, ledger = ScoreHistograms(self.cfg), np.array([], dtype=np.uint64)
@@ -162,5 +163,5 @@ class HistogramFile:
             before = stored.n_points()
             for digest in new.tolist():
                 stored.count(pending[digest])
-            stored.save(self.path, ledger=np.union1d(ledger, new))
+            save_histograms(self.path, stored, ledger=np.union1d(ledger, new))
             return len(new), stored.n_points() - before

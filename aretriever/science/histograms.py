@@ -43,16 +43,13 @@ import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from aretriever.errors import ConfigError, ScienceError, StoreError
+from aretriever.errors import ConfigError, ScienceError
 from aretriever.settings import HistogramConfig
-from aretriever.store.hdf5 import atomic_path
 
 Array = np.ndarray[Any, Any]
 Kind = Literal["all", "good"]
@@ -61,8 +58,6 @@ ExptimeLike: TypeAlias = "float | Array | pd.Series[Any] | Sequence[float | None
 SCORES: Final = ("snr", "dmag", "offset")
 KINDS: Final[tuple[Kind, ...]] = ("all", "good")
 BIN_FIELDS: Final = ("snr_bins", "dmag_bins", "offset_bins", "mag_bins")
-HISTOGRAM_FILENAME: Final = "score_histograms.h5"
-LEDGER: Final = "counted"  # optional dataset: sorted uint64 digests of the lightcurves counted
 FORMAT_NAME: Final = "aretriever.score_histograms"
 FORMAT_VERSION: Final = 1
 NAN_SLOT: Final = 0  # NaN score, or unknown source magnitude
@@ -71,11 +66,6 @@ EXTRA_SLOTS: Final = 3  # NaN, underflow, overflow
 
 class HistogramError(ScienceError):
     """Score histograms cannot be combined or used as asked."""
-
-
-def histogram_path(project_dir: Path) -> Path:
-    """The histogram file of a project folder (``<project_dir>/score_histograms.h5``)."""
-    return Path(project_dir) / HISTOGRAM_FILENAME
 
 
 def make_edges(bins: Sequence[float], name: str) -> Array:
@@ -441,74 +431,48 @@ class ScoreHistograms:
             f"filters={self.filters}, exptimes_s={self.exptimes_s})"
         )
 
-    # --- files ------------------------------------------------------------------------------
+    # --- as plain arrays (files are written by aretriever.engine.histogram_io) -------------
 
-    def save(self, path: Path, ledger: Array | None = None) -> None:
-        """Write to ``path`` (HDF5), atomically: a temporary file in the same folder, then rename.
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, Array]]:
+        """``(attributes, datasets)``: everything a file needs to hold these counts."""
+        attrs: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "axes": "kind,filter,exptime_s,mag_slot,score_slot",
+            "kinds": ",".join(KINDS),
+        }
+        attrs.update({field: np.array(bins, dtype=np.float64) for field, bins in self.binning().items()})
+        data: dict[str, Array] = {
+            "filters": np.array([f.encode("utf-8") for f in self.filters], dtype=bytes),
+            "exptimes_s": np.array(self.exptimes_s, dtype=np.float64),
+        }
+        data.update({score: self._counts[score] for score in SCORES})
+        return attrs, data
 
-        ``ledger`` (sorted uint64 digests of the lightcurves counted, see
-        :class:`aretriever.engine.histogram_file.HistogramFile`) is stored beside the counts, in the
-        same file, so the two can never disagree.
+    @staticmethod
+    def is_format(attrs: Mapping[str, Any]) -> bool:
+        """True when ``attrs`` describe score histograms of this format version."""
+        return bool(attrs.get("format") == FORMAT_NAME and int(attrs.get("version", -1)) == FORMAT_VERSION)
+
+    @classmethod
+    def from_arrays(cls, attrs: Mapping[str, Any], data: Mapping[str, Array]) -> ScoreHistograms:
+        """The histograms :meth:`to_arrays` described.
 
         Raises
         ------
-        WriteError
-            If the file cannot be written; an older file under ``path`` is kept.
+        HistogramError
+            The arrays are not score histograms of this format version, or their shapes disagree.
         """
-        with atomic_path(Path(path), "histograms") as tmp, h5py.File(tmp, "w") as h5:
-            self._write(h5)
-            if ledger is not None:
-                h5.create_dataset(LEDGER, data=np.asarray(ledger, dtype=np.uint64))
-
-    def _write(self, h5: h5py.File) -> None:
-        h5.attrs["format"] = FORMAT_NAME
-        h5.attrs["version"] = FORMAT_VERSION
-        h5.attrs["axes"] = "kind,filter,exptime_s,mag_slot,score_slot"
-        h5.attrs["kinds"] = ",".join(KINDS)
-        for field, bins in self.binning().items():
-            h5.attrs[field] = np.array(bins, dtype=np.float64)
-        h5.create_dataset("filters", data=np.array([f.encode("utf-8") for f in self.filters], dtype=bytes))
-        h5.create_dataset("exptimes_s", data=np.array(self.exptimes_s, dtype=np.float64))
-        for score in SCORES:
-            h5.create_dataset(score, data=self._counts[score], compression="gzip", shuffle=True)
-
-    @classmethod
-    def load(cls, path: Path) -> ScoreHistograms:
-        """Read a file written by :meth:`save`.
-
-        Raises
-        ------
-        StoreError
-            If the file is missing, unreadable, or not a score-histogram file of this version.
-        """
-        try:
-            with h5py.File(path, "r") as h5:
-                return cls._read(h5, Path(path))
-        except (OSError, KeyError, ValueError) as exc:
-            raise StoreError(f"histograms: cannot read {path}: {exc}") from exc
-
-    @classmethod
-    def load_with_ledger(cls, path: Path) -> tuple[ScoreHistograms, Array]:
-        """:meth:`load`, and the ledger saved with the counts (empty for a file without one)."""
-        try:
-            with h5py.File(path, "r") as h5:
-                ledger = np.asarray(h5[LEDGER][()] if LEDGER in h5 else [], dtype=np.uint64)
-                return cls._read(h5, Path(path)), ledger
-        except (OSError, KeyError, ValueError) as exc:
-            raise StoreError(f"histograms: cannot read {path}: {exc}") from exc
-
-    @classmethod
-    def _read(cls, h5: h5py.File, path: Path) -> ScoreHistograms:
-        if h5.attrs.get("format") != FORMAT_NAME or int(h5.attrs.get("version", -1)) != FORMAT_VERSION:
-            raise StoreError(f"histograms: {path} is not an {FORMAT_NAME} v{FORMAT_VERSION} file")
-        bins: Mapping[str, list[float]] = {f: [float(v) for v in h5.attrs[f]] for f in BIN_FIELDS}
+        if not cls.is_format(attrs):
+            raise HistogramError(f"not an {FORMAT_NAME} v{FORMAT_VERSION} file")
+        bins: Mapping[str, list[float]] = {f: [float(v) for v in attrs[f]] for f in BIN_FIELDS}
         out = cls(HistogramConfig(**bins))
-        out.filters = [f.decode("utf-8") for f in h5["filters"][()]]
-        out.exptimes_s = [float(v) for v in h5["exptimes_s"][()]]
+        out.filters = [f.decode("utf-8") for f in data["filters"]]
+        out.exptimes_s = [float(v) for v in data["exptimes_s"]]
         for score in SCORES:
-            counts = np.asarray(h5[score][()], dtype=np.int64)
+            counts = np.asarray(data[score], dtype=np.int64)
             expected = out._empty(score, len(out.filters), len(out.exptimes_s)).shape
             if counts.shape != expected:
-                raise StoreError(f"histograms: {path}: {score} has shape {counts.shape}, expected {expected}")
+                raise HistogramError(f"{score} has shape {counts.shape}, expected {expected}")
             out._counts[score] = counts
         return out

@@ -11,7 +11,7 @@ import pandas as pd
 from aretriever.adapters.base import Target
 from aretriever.adapters.demo import parse_table, reduce_table, simulate
 from aretriever.cli.fetch import main as fetch_main
-from aretriever.science.histograms import ScoreHistograms
+from aretriever.engine.histogram_io import load_histograms
 from aretriever.settings import DemoConfig
 
 from .test_backfill import query
@@ -50,7 +50,7 @@ def test_demo_backfill_runs_offline_with_every_product(db_url: str, tmp_path: Pa
     assert len(props) == 8
     # num_points counts good points: the position cut flags a rare >3.5 MAD scatter point
     assert all(bool(has) and n == 2 and 190 <= points <= 200 for has, n, points in props)
-    histograms = ScoreHistograms.load(root / "DEFAULT" / "score_histograms.h5")
+    histograms = load_histograms(root / "DEFAULT" / "score_histograms.h5")
     assert histograms.n_points("all") == 8 * 200
     rows = query(db_url, "select filename, filekey from lightcurves limit 1")
     import h5py

@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from aretriever.cli.fetch import main as fetch_main
-from aretriever.science.histograms import ScoreHistograms
+from aretriever.engine.histogram_io import load_histograms
 from aretriever.store import db
 
 from .test_backfill import query
@@ -41,18 +41,18 @@ def test_reanalysed_sources_are_counted_once(db_url: str, tmp_path: Path) -> Non
     root = tmp_path / "data"
     path = root / "DEFAULT" / "score_histograms.h5"
     assert run_demo(root, db_url, 8) == 0
-    first = ScoreHistograms.load(path)
+    first = load_histograms(path)
     assert first.n_points() == 8 * 200  # 8 sources x 2 lightcurves x 100 points
 
     for reduced in (root / "DEFAULT").glob("RA*/*_reduced.h5"):  # products lost: reduced again
         reduced.unlink()
     assert run_demo(root, db_url, 8) == 0
     assert query(db_url, "select count(*) from properties") == [(8,)]
-    assert ScoreHistograms.load(path) == first
+    assert load_histograms(path) == first
 
     # the database lost its analysis (rebuilt by populate): analysed again from the raw files
     execute(db_url, "delete from properties")
     execute(db_url, "delete from lightcurves")
     assert run_demo(root, db_url, 10) == 0  # and two new sources
     assert query(db_url, "select count(*) from properties") == [(10,)]
-    assert ScoreHistograms.load(path).n_points() == 10 * 200
+    assert load_histograms(path).n_points() == 10 * 200

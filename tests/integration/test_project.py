@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
+from aretriever.engine.histogram_io import histogram_path
 from aretriever.project import Project
-from aretriever.science.histograms import histogram_path
 from aretriever.store import paths
 
 from .test_backfill import query

@@ -12,9 +12,10 @@ import pytest
 
 from aretriever.adapters.base import Target
 from aretriever.engine.histogram_file import HistogramFile, lightcurve_digest
+from aretriever.engine.histogram_io import histogram_path, load_histograms, load_with_ledger, save_histograms
 from aretriever.engine.pool import ReducedTable
 from aretriever.errors import ConfigError
-from aretriever.science.histograms import ScoreHistograms, histogram_path
+from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import HistogramConfig
 
 POINTS = 37
@@ -42,7 +43,7 @@ def add(hf: HistogramFile, target: Target, tables: list[ReducedTable], observato
 
 
 def stored(folder: Path) -> ScoreHistograms:
-    return ScoreHistograms.load(histogram_path(folder))
+    return load_histograms(histogram_path(folder))
 
 
 def _writer(folder: str, prefix: str, sources: int) -> None:
@@ -62,7 +63,7 @@ def test_two_processes_saving_concurrently_keep_every_count(tmp_path: Path) -> N
     for proc in procs:
         proc.join(timeout=300)
         assert proc.exitcode == 0
-    histograms, ledger = ScoreHistograms.load_with_ledger(histogram_path(tmp_path))
+    histograms, ledger = load_with_ledger(histogram_path(tmp_path))
     assert histograms.n_points() == 2 * sources * 2 * POINTS  # 2 processes x sources x 2 lightcurves
     assert len(ledger) == 2 * sources * 2 and np.all(np.diff(ledger.astype(np.float64)) > 0)
 
@@ -111,7 +112,7 @@ def test_counts_equal_those_of_add_and_a_file_without_ledger_is_read(tmp_path: P
             t.records["exptime"],
             t.filter,
         )
-    direct.save(histogram_path(tmp_path))  # an older file: counts, no ledger
+    save_histograms(histogram_path(tmp_path), direct)  # an older file: counts, no ledger
     hf = HistogramFile(tmp_path, HistogramConfig())
     add(hf, target, tables)
     anyio.run(hf.save)
@@ -128,6 +129,6 @@ def test_digest_separates_hostile_names_and_is_stable() -> None:
 
 
 def test_other_bins_are_refused(tmp_path: Path) -> None:
-    ScoreHistograms(HistogramConfig(snr_bins=[-10, 10, 1])).save(histogram_path(tmp_path))
+    save_histograms(histogram_path(tmp_path), ScoreHistograms(HistogramConfig(snr_bins=[-10, 10, 1])))
     with pytest.raises(ConfigError, match="snr_bins"):
         HistogramFile(tmp_path, HistogramConfig())

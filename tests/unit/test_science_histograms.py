@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from aretriever.engine.histogram_io import histogram_path, load_histograms, save_histograms
 from aretriever.errors import ConfigError, StoreError, WriteError
 from aretriever.science.histograms import (
     KINDS,
@@ -18,7 +19,6 @@ from aretriever.science.histograms import (
     HistogramError,
     ScoreHistograms,
     _slots,
-    histogram_path,
     make_edges,
 )
 from aretriever.settings import HistogramConfig
@@ -190,9 +190,9 @@ def test_save_load_round_trip(tmp_path: Path, ztf: pd.DataFrame) -> None:
     hist = _fill(ScoreHistograms(), ztf)
     hist.add(ztf[["snr", "dmag", "offset"]].iloc[:5], None, None, "tess")
     path = histogram_path(tmp_path / "PROJECT")
-    hist.save(path)
+    save_histograms(path, hist)
     assert sorted(p.name for p in path.parent.iterdir()) == ["score_histograms.h5"]  # no temp file left
-    back = ScoreHistograms.load(path)
+    back = load_histograms(path)
     assert back == hist
     assert back.filters == ["tess", "zg", "zi", "zr"] and np.isnan(back.exptimes_s[-1])
     with h5py.File(path) as h5:  # plain h5py can read it
@@ -206,17 +206,17 @@ def test_save_failure_is_a_write_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(WriteError, match="histograms: cannot write"):
-        ScoreHistograms().save(blocker / "h.h5")
+        save_histograms(blocker / "h.h5", ScoreHistograms())
 
 
 def test_load_refuses_other_files(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot read"):
-        ScoreHistograms.load(tmp_path / "missing.h5")
+        load_histograms(tmp_path / "missing.h5")
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as h5:
         h5["x"] = [1]
     with pytest.raises(StoreError, match=r"is not an aretriever\.score_histograms v1 file"):
-        ScoreHistograms.load(other)
+        load_histograms(other)
 
 
 def test_pickle_round_trip(ztf: pd.DataFrame) -> None:
