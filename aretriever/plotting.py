@@ -26,6 +26,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from aretriever.errors import AretrieverError
+from aretriever.numbers import finite_or_none
 from aretriever.store.hdf5 import atomic_path
 
 if TYPE_CHECKING:
@@ -140,13 +141,6 @@ def detection_mapping(detection: Mapping[str, Any] | object) -> Mapping[str, Any
     return {name: getattr(detection, name, None) for name in DETECTION_FIELDS}
 
 
-def _opt_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 # --------------------------------------------------------------------------------------------
 # one lightcurve on one axis
 
@@ -229,20 +223,21 @@ def _draw_band(ax: Axes, time: Array, band: tuple[float | None, float | None], c
 
 def _draw_detection(ax: Axes, detection: Mapping[str, Any], time: Array, mag: Array) -> None:
     style = _SIMULATED if detection.get("simulated") else _DETECTED
-    start, end = _opt_float(detection.get("time_start_mjd")), _opt_float(detection.get("time_end_mjd"))
+    start = finite_or_none(detection.get("time_start_mjd"))
+    end = finite_or_none(detection.get("time_end_mjd"))
     if start is not None and end is not None:
         # an edge line keeps a one-point event (start == end) visible
         ax.axvspan(start, end, facecolor=style.color, edgecolor=style.color, alpha=0.25, hatch=style.hatch)
-    peak = _opt_float(detection.get("time_peak_mjd"))
+    peak = finite_or_none(detection.get("time_peak_mjd"))
     if peak is None and start is not None and end is not None:
         peak = (start + end) / 2
-    y = _opt_float(detection.get("peak_mag"))
+    y = finite_or_none(detection.get("peak_mag"))
     y = y if y is not None or peak is None else _nearest(time, mag, peak)
     if peak is None or y is None:
         return
     ax.plot([peak], [y], linestyle="none", marker=style.marker, markersize=11, color=style.color,
             markeredgecolor="black", label=style.label, zorder=5)  # fmt: skip
-    snr = _opt_float(detection.get("snr"))
+    snr = finite_or_none(detection.get("snr"))
     if snr is not None:
         ax.annotate(f"S/N {snr:.1f}", (peak, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
 

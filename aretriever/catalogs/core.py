@@ -267,16 +267,20 @@ def _read_fits(path: Path, chunk_rows: int, start: int, name_column: str) -> _Ch
 
 
 def _fits_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    for column in frame.columns:  # FITS text comes back as bytes with trailing blanks
+    return _decoded(frame, strip=True)  # FITS pads text with trailing blanks
+
+
+def _decoded(frame: pd.DataFrame, *, strip: bool) -> pd.DataFrame:
+    """Byte-string columns (FITS, HDF5 tables) as text."""
+    for column in frame.columns:
         if frame[column].dtype == object and len(frame) and isinstance(frame[column].iloc[0], bytes):
-            frame[column] = [v.decode().rstrip() for v in frame[column]]
+            texts = [v.decode("utf-8", "backslashreplace") for v in frame[column]]
+            frame[column] = [t.rstrip() for t in texts] if strip else texts
     return frame
 
 
 def _read_hdf5(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
     import h5py
-
-    from aretriever.store.hdf5 import records_to_frame
 
     with h5py.File(path, "r") as f:
         keys = [k for k in f if isinstance(f[k], h5py.Dataset)]
@@ -284,7 +288,7 @@ def _read_hdf5(path: Path, chunk_rows: int, start: int, name_column: str) -> _Ch
             raise CatalogError(f"catalog: {path}: no table dataset in the file")
         dataset = f[keys[0]]
         for lo in range(start, dataset.shape[0], chunk_rows):
-            yield lo, records_to_frame(dataset[lo : lo + chunk_rows])
+            yield lo, _decoded(pd.DataFrame(dataset[lo : lo + chunk_rows]), strip=False)
 
 
 _READERS: dict[str, _Reader] = {

@@ -20,6 +20,7 @@ import pandas as pd
 
 from aretriever.catalogs.names import duplicate_names, names_text
 from aretriever.errors import CatalogError
+from aretriever.numbers import separation_deg
 from aretriever.settings import ColumnMap
 
 Array = np.ndarray[Any, Any]
@@ -30,19 +31,6 @@ ARCSEC_PER_DEG: Final = 3600.0
 _PMSAFE_PXMIN_ARCSEC: Final = 5e-7
 _PMSAFE_F: Final = 326.0
 _MAS_YR_TO_RAD_YR: Final = math.radians(1.0 / 3_600_000.0)
-
-
-def angular_distance_deg(ra1: Array | float, dec1: Array | float, ra2: float, dec2: float) -> Array:
-    """Great-circle distance in degrees (Vincenty's formula: stable at 0 and at 180 degrees)."""
-    lon1, lat1 = np.radians(ra1), np.radians(dec1)
-    lon2, lat2 = math.radians(ra2), math.radians(dec2)
-    dlon = lon1 - lon2
-    num = np.hypot(
-        np.cos(lat1) * np.sin(dlon),
-        math.cos(lat2) * np.sin(lat1) - math.sin(lat2) * np.cos(lat1) * np.cos(dlon),
-    )
-    den = math.sin(lat2) * np.sin(lat1) + math.cos(lat2) * np.cos(lat1) * np.cos(dlon)
-    return np.asarray(np.degrees(np.arctan2(num, den)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +59,7 @@ class SkyIndex:
         radius_deg = radius_arcsec / ARCSEC_PER_DEG
         lo = int(np.searchsorted(self.dec_sorted, dec - radius_deg, side="left"))
         hi = int(np.searchsorted(self.dec_sorted, dec + radius_deg, side="right"))
-        distance = angular_distance_deg(self.ra_sorted[lo:hi], self.dec_sorted[lo:hi], ra, dec)
+        distance = separation_deg(self.ra_sorted[lo:hi], self.dec_sorted[lo:hi], ra, dec)
         inside = distance * ARCSEC_PER_DEG <= radius_arcsec
         return self.rows[lo:hi][inside], distance[inside] * ARCSEC_PER_DEG
 

@@ -40,7 +40,7 @@ from aretriever.engine.histogram_file import HistogramFile
 from aretriever.engine.lane import Lane, LaneStats, make_limiter
 from aretriever.engine.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.engine.skipcheck import Decision, Freshness, Products, check_batch
-from aretriever.engine.summary import Outcome, RunSummary
+from aretriever.engine.summary import RunSummary
 from aretriever.engine.workqueue import WorkQueue
 from aretriever.errors import ConfigError, cause
 from aretriever.settings import Config, LaneConfig
@@ -661,12 +661,3 @@ class Engine:
     def sessions(self) -> async_sessionmaker[AsyncSession] | None:
         """The database sessions while the engine is open, else None."""
         return self._sessions if self._stores is not None else None
-
-    @property
-    def outcome_counts(self) -> dict[str, int]:
-        return {o.value: self.summary.total(o) for o in Outcome}
-
-    @property
-    def db_path(self) -> Path | None:
-        prefix = "sqlite+aiosqlite:///"
-        return Path(self.db_url[len(prefix) :]) if self.db_url.startswith(prefix) else None

@@ -94,17 +94,6 @@ def run_job(job: CpuJob) -> CpuResult:
     return CpuResult(parsed, tables, len(raw), t1 - t0, time.perf_counter() - t1, analysed.properties)
 
 
-def run_jobs(jobs: list[CpuJob]) -> list[CpuResult | BaseException]:
-    """Several jobs in one trip to a worker (fewer round trips); errors returned, not raised."""
-    results: list[CpuResult | BaseException] = []
-    for job in jobs:
-        try:
-            results.append(run_job(job))
-        except Exception as exc:  # each job's error belongs to that job, not to the batch
-            results.append(exc)
-    return results
-
-
 def _read_raw(job: CpuJob) -> pd.DataFrame:
     from aretriever.store.hdf5 import read_h5
 

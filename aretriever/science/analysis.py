@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from aretriever.adapters.base import ReducedLightcurve, Target
+from aretriever.numbers import finite_or_none
 from aretriever.science.finder import Event, Finder
 from aretriever.science.plugins import load_class
 from aretriever.science.quality import QualityChecker
@@ -143,7 +144,7 @@ class Analysis:
             "num_lightcurves": len(results),
             "num_points": num_points,
             "best_snr": max(extremes, default=None),
-            "variability": _finite_or_none(max(ratios, default=math.nan)),
+            "variability": finite_or_none(max(ratios, default=math.nan)),
             "meta": {
                 "num_detections": len(real),
                 "num_simulated_detections": sum(len(r.detections) for r in results) - len(real),
@@ -166,10 +167,6 @@ class Analysis:
 
 def _rescore(copy: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
     return scores(copy, zero_point_mag, good=~copy["flagged"].to_numpy(dtype=bool))
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 _CACHE: dict[str, Analysis] = {}

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from aretriever.errors import ScienceError
+from aretriever.numbers import finite_or_none
 from aretriever.settings import FinderConfig, QualityConfig
 
 Array = np.ndarray[Any, Any]
@@ -282,5 +283,4 @@ def _value_at(lc: pd.DataFrame, column: str, row: int) -> float | None:
     """``lc[column]`` at positional ``row`` as a float; None when the column is missing or NaN."""
     if column not in lc.columns:
         return None
-    value = float(lc[column].to_numpy(dtype=np.float64)[row])
-    return value if math.isfinite(value) else None
+    return finite_or_none(lc[column].to_numpy(dtype=np.float64)[row])

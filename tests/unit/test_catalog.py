@@ -40,7 +40,7 @@ from aretriever.catalogs.formats import (
     read_votable,
     row_limit_reason,
 )
-from aretriever.catalogs.index import SkyIndex, angular_distance_deg, propagate, propagate_frame, wdj_name
+from aretriever.catalogs.index import SkyIndex, propagate, propagate_frame, wdj_name
 from aretriever.catalogs.remote import WD_COLUMNS, remote_kind, rename_map, vizier_request
 from aretriever.catalogs.tap import (
     job_url_of,
@@ -51,6 +51,7 @@ from aretriever.catalogs.tap import (
     with_names,
 )
 from aretriever.errors import CatalogError
+from aretriever.numbers import separation_deg
 from aretriever.settings import CatalogConfig, ColumnMap
 from aretriever.store.hdf5 import frame_to_records
 from aretriever.testing.fake_archive import DATA_DIR
@@ -203,7 +204,7 @@ def test_nearest_row_near_the_pole_and_radius_edges(tmp_path: Path) -> None:
     catalog = _sky_catalog(tmp_path)
     pole = catalog.get_nearest_row(190.0, 89.9999, 1.0)  # RA differs by 180 deg, 0.72" apart
     assert pole is not None and pole["name"] == "north"
-    exact = float(angular_distance_deg(np.array([120.0]), np.array([-45.0]), 120.0, -45.001)[0]) * 3600
+    exact = float(separation_deg(np.array([120.0]), np.array([-45.0]), 120.0, -45.001)[0]) * 3600
     assert catalog.get_nearest_row(120.0, -45.001, exact * (1 + 1e-9)) is not None
     assert catalog.get_nearest_row(120.0, -45.001, exact * (1 - 1e-9)) is None
     twin = catalog.get_nearest_row(120.0, -45.0, 0.1)
@@ -224,7 +225,7 @@ def test_sky_index_agrees_with_a_full_scan(ra: float, dec: float, radius: float,
     cat_ra = rng.uniform(0, 360, 500)
     cat_dec = np.degrees(np.arcsin(rng.uniform(-1, 1, 500)))
     found = SkyIndex.build(cat_ra, cat_dec).nearest(ra, dec, radius)
-    distance = angular_distance_deg(cat_ra, cat_dec, ra, dec) * 3600
+    distance = separation_deg(cat_ra, cat_dec, ra, dec) * 3600
     best = int(np.argmin(distance))
     if distance[best] > radius:
         assert found is None
