@@ -705,6 +705,7 @@ class TessAdapter:
     """TESS through MAST: TIC match, SPOC lightcurve files, one lightcurve per sector."""
 
     name: ClassVar[str] = "tess"
+    config_model: ClassVar[type[TessConfig]] = TessConfig  # validates observatories.tess
     id_key: ClassVar[str] = "tic"
 
     def __init__(self, cfg: TessConfig) -> None:
