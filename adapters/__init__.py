@@ -7,6 +7,10 @@ line); third-party adapters register a class under the entry point group
     [project.entry-points."aretriever.adapters"]
     myobs = "my_package.adapter:MyAdapter"
 
+An adapter class names its config section's model in ``config_model`` (a
+:class:`~aretriever.settings.LaneConfig` subclass): ``observatories.<name>`` in a config file is
+validated by it, for built-in and third-party adapters alike. See ``docs/adapters.md``.
+
 Nothing is imported until it is asked for, so ``import aretriever.adapters`` stays cheap (the
 ZTF adapter pulls in pandas and pyarrow). ``ADAPTERS`` (every adapter class by name) loads them
 all on first access and is a snapshot from then on.
@@ -50,8 +54,9 @@ def get_adapter(name: str, cfg: Config) -> Adapter:
     name : str
         An adapter name such as ``"ztf"``.
     cfg : aretriever.settings.Config
-        The whole configuration; the adapter gets ``cfg.observatories.<name>`` (None for a
-        third-party adapter that has no section there).
+        The whole configuration; the adapter gets ``cfg.observatories.<name>``, validated by
+        its class's ``config_model`` (its defaults when the file has no section; None for an
+        adapter without a config model and without a section).
 
     Raises
     ------
@@ -61,6 +66,8 @@ def get_adapter(name: str, cfg: Config) -> Adapter:
     key = name.strip().lower()
     adapter_class = adapter_class_for(key)
     section = getattr(cfg.observatories, key, None)
+    if section is None and hasattr(adapter_class, "config_model"):
+        section = cfg.observatories.section(key)  # its config model's defaults
     adapter: Adapter = adapter_class(section)
     return adapter
 

@@ -83,6 +83,7 @@ class DemoAdapter:
     """The simulated observatory (see the module docstring)."""
 
     name: ClassVar[str] = "demo"
+    config_model: ClassVar[type[DemoConfig]] = DemoConfig  # validates observatories.demo
 
     def __init__(self, cfg: DemoConfig) -> None:
         self.cfg = cfg

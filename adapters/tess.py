@@ -10,7 +10,9 @@ engine's :class:`HttpPort` (rate limit, retries, timeouts):
 4. ``Download/file`` of each kept file, streamed to a scratch folder and checked to be a
    complete FITS (:func:`read_lightcurve_file`); a cut or garbled file is downloaded again.
 
-MAST's Mashup answers JSON with a ``status``: ``EXECUTING`` means "ask again later" (polled with
+The MAST Mashup client (requests, JSON answers, polling, pages) is :mod:`.mast`; the check that a
+download is a whole FITS file is :mod:`.fits_checks`. MAST's Mashup answers JSON with a
+``status``: ``EXECUTING`` means "ask again later" (polled with
 ``http.sleep`` until ``poll_deadline_s``), ``ERROR`` carries MAST's message, and long answers come
 in pages (``paging.pagesFiltered``). :meth:`TessAdapter.parse` (in the process pool) reads the
 downloaded files into one raw table and deletes them; :func:`reduce_lightcurves` cuts it into one
@@ -21,38 +23,44 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from aretriever.errors import ArchiveErrorPage, MalformedResponse, PermanentFetchError, TransientFetchError
+from aretriever.errors import PermanentFetchError
 from aretriever.settings import TessConfig, TessReducerConfig
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
-from .base import Fetched, HttpPort, ReducedLightcurve, Request, Target
+from .base import Fetched, HttpPort, ReducedLightcurve, Target
+from .fits_checks import broken_file, check_fits_layout
+from .mast import (
+    CAOM_FILTERED,
+    CAOM_PRODUCTS,
+    TIC_BY_ID,
+    TIC_CONE,
+    Row,
+    build_download_request,
+    caom_params,
+    finite_float,
+    int_or,
+    mast_query,
+    products_params,
+    tic_cone_params,
+    tic_id_params,
+)
 
 log = logging.getLogger("aretriever.adapters.tess")
 
-INVOKE_PATH: Final = "/api/v0/invoke"
-DOWNLOAD_PATH: Final = "/api/v0.1/Download/file"
-TIC_CONE: Final = "Mast.Catalogs.Tic.Cone"
-TIC_BY_ID: Final = "Mast.Catalogs.Filtered.Tic.Rows"
-CAOM_FILTERED: Final = "Mast.Caom.Filtered"
-CAOM_PRODUCTS: Final = "Mast.Caom.Products"
-PAGE_SIZE: Final = 50_000  # rows per Mashup page (astroquery's default)
-EXECUTING: Final = "EXECUTING"
-COMPLETE: Final = "COMPLETE"
 LC_SUFFIX: Final = "_lc.fits"  # SPOC lightcurves; "_fast-lc.fits" (20 s) does not end like this
 PREFERRED_CADENCE_S: Final = 120.0
 FILTER: Final = "tess"
@@ -79,151 +87,10 @@ TABLE_HEADERS: Final[dict[str, str]] = {
 _REQUIRED_CARDS: Final = ("SECTOR", "BJDREFI", "BJDREFF", "TIMEDEL")
 _SECTOR_IN_NAME: Final = re.compile(r"-s(\d{2,4})[-_]")
 _QUOTE_CHARS: Final = 200
-_BLOCK: Final = 2880  # FITS headers and data come in blocks of 2880 bytes
-_CARD: Final = 80
-_SIZING: Final = ("BITPIX", "PCOUNT", "GCOUNT", "NEXTEND")
 _MAG_PER_LN: Final = 2.5 / math.log(10.0)
 _OPTIONAL_OUTPUT: Final = {"CADENCENO": "cadenceno", "SAP_BKG": "bkg", "SAP_BKG_ERR": "bkgerr"}
 
 Array = np.ndarray[Any, Any]
-Row = Mapping[str, Any]
-
-
-# --------------------------------------------------------------------------------------------
-# pure request side
-
-
-def build_invoke_request(
-    cfg: TessConfig, service: str, params: Mapping[str, Any], *, page: int = 1
-) -> Request:
-    """A Mashup query: ``POST {base}/api/v0/invoke`` with the form field ``request=<JSON>`` (pure).
-
-    Parameters
-    ----------
-    cfg : TessConfig
-        ``base_url`` of MAST.
-    service : str
-        The Mashup service, e.g. ``"Mast.Caom.Filtered"``.
-    params : mapping
-        The service's parameters.
-    page : int
-        Which page of the answer (1-based); :data:`PAGE_SIZE` rows per page.
-    """
-    payload = {
-        "service": service,
-        "params": dict(params),
-        "format": "json",
-        "pagesize": PAGE_SIZE,
-        "page": page,
-    }
-    url = cfg.base_url.rstrip("/") + INVOKE_PATH
-    return Request("POST", url, data={"request": json.dumps(payload)}, headers={"Accept": "application/json"})
-
-
-def tic_cone_params(target: Target, cfg: TessConfig) -> dict[str, float]:
-    """``Mast.Catalogs.Tic.Cone`` parameters: position and radius in degrees."""
-    return {
-        "ra": target.ra_deg % 360.0,
-        "dec": target.dec_deg,
-        "radius": cfg.cat_query_radius_arcsec / 3600.0,
-    }
-
-
-def tic_id_params(tic: int) -> dict[str, Any]:
-    """``Mast.Catalogs.Filtered.Tic.Rows`` parameters: the TIC row with this id."""
-    return {"columns": "*", "filters": [{"paramName": "ID", "values": [str(tic)]}]}
-
-
-def caom_params(tic: int) -> dict[str, Any]:
-    """``Mast.Caom.Filtered`` parameters: TESS timeseries observations of one TIC star."""
-    criteria = {"obs_collection": "TESS", "dataproduct_type": "timeseries", "target_name": str(tic)}
-    filters = [{"paramName": name, "values": [value]} for name, value in criteria.items()]
-    return {"columns": "*", "filters": filters}
-
-
-def products_params(obsids: Sequence[str]) -> dict[str, str]:
-    """``Mast.Caom.Products`` parameters: the products of these observations (``obsid``, not ``obs_id``)."""
-    return {"obsid": ",".join(obsids)}
-
-
-def build_download_request(
-    cfg: TessConfig, uri: str, path: str | Path, check: Callable[[str], Any] | None = None
-) -> Request:
-    """``GET {base}/api/v0.1/Download/file?uri=<uri>``, streamed to ``path`` (pure)."""
-    url = cfg.base_url.rstrip("/") + DOWNLOAD_PATH
-    return Request("GET", url, params=(("uri", uri),), stream_to=str(path), check=check)
-
-
-# --------------------------------------------------------------------------------------------
-# pure parsing of Mashup answers
-
-
-@dataclass(frozen=True, slots=True)
-class MashupAnswer:
-    """One Mashup answer: ``COMPLETE`` with a page of rows, or ``EXECUTING`` (ask again)."""
-
-    status: str
-    rows: list[dict[str, Any]]
-    page: int = 1
-    pages: int = 1
-
-
-def parse_mashup(body: bytes, *, service: str, source: str = "", url: str = "") -> MashupAnswer:
-    """Parse a Mashup JSON answer (pure).
-
-    Raises
-    ------
-    PermanentFetchError
-        ``status: ERROR``; the message is MAST's ``msg``.
-    ArchiveErrorPage
-        An HTML page instead of JSON.
-    MalformedResponse
-        Not JSON (e.g. cut short), no ``data`` list, or an unknown status (worth asking again).
-    """
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        if body.lstrip()[:1] == b"<":
-            text = " ".join(re.sub(rb"<[^>]*>", b" ", body).decode("utf-8", "replace").split())
-            raise ArchiveErrorPage(_message(service, source, url, text[:_QUOTE_CHARS]), url=url) from exc
-        raise _malformed(service, source, url, f"not JSON ({exc})") from exc
-    status = str(doc.get("status", "")).upper() if isinstance(doc, dict) else ""
-    if status == "ERROR":
-        msg = str(doc.get("msg") or "(no message)")
-        raise PermanentFetchError(_message(service, source, url, f"ERROR: {msg}"), url=url)
-    if status == EXECUTING:
-        return MashupAnswer(EXECUTING, [])
-    if status != COMPLETE or not isinstance(doc.get("data"), list):
-        raise _malformed(service, source, url, f"status {status or None!r} and no data list")
-    paging = doc.get("paging") if isinstance(doc.get("paging"), dict) else {}
-    rows = [row for row in doc["data"] if isinstance(row, dict)]
-    return MashupAnswer(COMPLETE, rows, _int(paging.get("page"), 1), _int(paging.get("pagesFiltered"), 1))
-
-
-def _message(service: str, source: str, url: str, text: str) -> str:
-    return f"tess: MAST answered {service} for {source} ({url}): {text}"
-
-
-def _malformed(service: str, source: str, url: str, text: str) -> MalformedResponse:
-    return MalformedResponse(_message(service, source, url, text), url=url)
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _float(value: Any) -> float | None:
-    """A finite float, or None (MAST sends null for unknown values)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,14 +120,14 @@ def choose_tic(rows: Sequence[Row], target: Target, cfg: TessConfig) -> TicMatch
         d, _, tic = ranked[0]
         within = f"within {cfg.distance_thresh_arcsec:g} arcsec"
         return TicMatch(None, reason=f"no TIC star {within} (nearest: TIC {tic} at {d:.2f} arcsec)")
-    mag = _float(target.mag)
+    mag = finite_float(target.mag)
     for d, row, tic in near:
-        gaia = _float(row.get("GAIAmag"))
+        gaia = finite_float(row.get("GAIAmag"))
         if mag is None or (gaia is not None and abs(gaia - mag) < cfg.magdiff_thresh):
             return TicMatch(tic, d, gaia)
     d, row, tic = near[0]
     cut = f"|GAIAmag - {mag:.3f}| < {cfg.magdiff_thresh:g}"
-    nearest = f"TIC {tic} at {d:.2f} arcsec, GAIAmag {_float(row.get('GAIAmag'))}"
+    nearest = f"TIC {tic} at {d:.2f} arcsec, GAIAmag {finite_float(row.get('GAIAmag'))}"
     return TicMatch(
         None,
         reason=f"no TIC star within {cfg.distance_thresh_arcsec:g} arcsec has {cut} (nearest: {nearest})",
@@ -285,10 +152,10 @@ def _tic_id(row: Row) -> int | None:
 
 
 def _distance(row: Row, target: Target) -> float | None:
-    given = _float(row.get("dstArcSec"))
+    given = finite_float(row.get("dstArcSec"))
     if given is not None:
         return given
-    ra, dec = _float(row.get("ra")), _float(row.get("dec"))
+    ra, dec = finite_float(row.get("ra")), finite_float(row.get("dec"))
     if ra is None or dec is None:
         return None
     return separation_arcsec(ra, dec, target.ra_deg, target.dec_deg)
@@ -304,9 +171,10 @@ def separation_arcsec(ra1_deg: float, dec1_deg: float, ra2_deg: float, dec2_deg:
 def target_from_tic_rows(rows: Sequence[Row], tic: int) -> Target | None:
     """``Target("TIC <id>", ra, dec)`` from the TIC row with that id, or None."""
     for row in rows:
-        ra, dec = _float(row.get("ra")), _float(row.get("dec"))
+        ra, dec = finite_float(row.get("ra")), finite_float(row.get("dec"))
         if _tic_id(row) == tic and ra is not None and dec is not None:
-            return Target(f"TIC {tic}", ra, dec, mag=_float(row.get("GAIAmag")), ids=(("tic", str(tic)),))
+            mag = finite_float(row.get("GAIAmag"))
+            return Target(f"TIC {tic}", ra, dec, mag=mag, ids=(("tic", str(tic)),))
     return None
 
 
@@ -317,10 +185,10 @@ def observation_cadences(rows: Sequence[Row], tic: int) -> dict[str, float | Non
         if (
             str(row.get("obs_collection")) == "TESS"
             and str(row.get("dataproduct_type")) == "timeseries"
-            and _int(row.get("target_name"), -1) == tic
+            and int_or(row.get("target_name"), -1) == tic
             and row.get("obsid") is not None
         ):
-            cadences[str(row["obsid"])] = _float(row.get("t_exptime"))
+            cadences[str(row["obsid"])] = finite_float(row.get("t_exptime"))
     return cadences
 
 
@@ -405,10 +273,10 @@ def read_lightcurve_file(
             headers = lightcurve_headers(hdul)
             expected = hdul[1].header.get("NAXIS2")
     except (OSError, ValueError, IndexError, TypeError, KeyError, EOFError) as exc:
-        raise _bad_file(path, source, f"{type(exc).__name__}: {exc}") from exc
+        raise broken_file(path, source, f"{type(exc).__name__}: {exc}") from exc
     rows = len(columns["TIME"])
     if rows != expected:
-        raise _bad_file(path, source, f"{rows} of {expected} rows readable")
+        raise broken_file(path, source, f"{rows} of {expected} rows readable")
     missing = [key for key in _REQUIRED_CARDS if headers.get(key) is None]
     if missing:
         raise PermanentFetchError(f"tess: {path.name} for {source} has no {missing} header cards")
@@ -421,81 +289,12 @@ def _checked_headers(path: str, flux_column: str, source: str) -> dict[str, Any]
     return headers
 
 
-def check_fits_layout(path: Path, source: str = "") -> None:
-    """Check that ``path`` holds whole FITS HDUs, at least two, and as many as NEXTEND announces.
-
-    Only the header cards that size an HDU are read (BITPIX, NAXISn, PCOUNT, GCOUNT), block by
-    block; the data are skipped over.
-
-    Raises
-    ------
-    MalformedResponse
-        A header or a data unit is cut short, or extensions are missing.
-    """
-    size = path.stat().st_size
-    offset, count, announced = 0, 0, None
-    with path.open("rb") as stream:
-        while offset < size:
-            cards, header_bytes = _read_header(stream, offset)
-            if cards is None:
-                raise _bad_file(path, source, f"the header of HDU {count} is cut short")
-            end = offset + header_bytes + _data_bytes(cards)
-            if end > size:
-                raise _bad_file(path, source, f"cut short: {size} of {end} bytes")
-            announced = cards.get("NEXTEND") if count == 0 else announced
-            offset, count = end, count + 1
-    if count == 0:
-        raise _bad_file(path, source, "empty file")
-    if count < 2 or (announced is not None and count < announced + 1):
-        raise _bad_file(path, source, f"{count - 1} of {announced or 1} extensions present")
-
-
-def _read_header(stream: BinaryIO, offset: int) -> tuple[dict[str, int] | None, int]:
-    """(the sizing cards of the header at ``offset``, its length); None when it has no END."""
-    stream.seek(offset)
-    cards: dict[str, int] = {}
-    length = 0
-    while block := stream.read(_BLOCK):
-        if len(block) < _BLOCK:
-            return None, length
-        length += _BLOCK
-        for start in range(0, _BLOCK, _CARD):
-            card = block[start : start + _CARD]
-            keyword = card[:8].rstrip().decode("ascii", "replace")
-            if keyword == "END":
-                return cards, length
-            if card[8:10] == b"= " and (keyword in _SIZING or keyword.startswith("NAXIS")):
-                cards[keyword] = _card_int(card)
-    return None, length
-
-
-def _card_int(card: bytes) -> int:
-    try:
-        return int(card[10:].split(b"/")[0].strip())
-    except ValueError:
-        return 0  # not an integer: not a sizing value this reader could use
-
-
-def _data_bytes(cards: Mapping[str, int]) -> int:
-    """The padded size of an HDU's data (FITS standard 4.0, eq. 1 and 2)."""
-    naxis = cards.get("NAXIS", 0)
-    if naxis == 0:
-        return 0
-    elements = math.prod(cards.get(f"NAXIS{i}", 0) for i in range(1, naxis + 1))
-    bits = abs(cards.get("BITPIX", 8)) * cards.get("GCOUNT", 1) * (cards.get("PCOUNT", 0) + elements)
-    return -(-(bits // 8) // _BLOCK) * _BLOCK
-
-
 def _check_columns(hdu: fits.BinTableHDU, flux_column: str, path: Path) -> None:
     found = list(hdu.columns.names)
     for name in ("TIME", "QUALITY", flux_column, flux_column + "_ERR"):
         if name not in found:
             message = f"tess: expected column {name!r} in HDU 1 of {path.name}; found {found}"
             raise PermanentFetchError(message)
-
-
-def _bad_file(path: Path, source: str, text: str) -> MalformedResponse:
-    return MalformedResponse(f"tess: broken lightcurve file {path.name} for {source}: {text}")
 
 
 def lightcurve_headers(hdul: fits.HDUList) -> dict[str, Any]:
@@ -513,7 +312,7 @@ def lightcurve_headers(hdul: fits.HDUList) -> dict[str, Any]:
 
 def cadence_exposure_s(timedel_d: Any, deadc: Any) -> tuple[float | None, float | None]:
     """(cadence, effective exposure per cadence) in seconds from TIMEDEL (days) and DEADC."""
-    timedel, dead = _float(timedel_d), _float(deadc)
+    timedel, dead = finite_float(timedel_d), finite_float(deadc)
     if timedel is None:
         return None, None
     cadence_s = timedel * 86400.0
@@ -527,7 +326,7 @@ def lightcurve_table(path: str | Path, flux_column: str, *, source: str = "") ->
     columns = {name: _native(values) for name, values in found.items() if values.ndim == 1}
     rows = len(columns["TIME"])
     for key, dtype in TABLE_HEADERS.items():
-        value = _float(headers.get(key))
+        value = finite_float(headers.get(key))
         fill = value if value is not None else (np.nan if dtype.startswith("float") else -1)
         columns[key] = np.full(rows, fill, dtype=dtype)
     return pd.DataFrame(columns)
@@ -629,7 +428,7 @@ def _lightcurve_table(part: pd.DataFrame, keep: Array, mjd: Array, cfg: TessRedu
 
 
 def _lightcurve_meta(first: pd.Series[Any], data: pd.DataFrame, cfg: TessReducerConfig) -> dict[str, Any]:
-    tess_mag = _float(first["TESSMAG"])
+    tess_mag = finite_float(first["TESSMAG"])
     mags = data["mag"].to_numpy()
     mags = mags[np.isfinite(mags)]
     measured = None
@@ -654,48 +453,9 @@ def _lightcurve_meta(first: pd.Series[Any], data: pd.DataFrame, cfg: TessReducer
     }
 
 
-# --------------------------------------------------------------------------------------------
-# IO through the port
-
-
-async def mast_query(
-    http: HttpPort, cfg: TessConfig, service: str, params: Mapping[str, Any], source: str
-) -> list[dict[str, Any]]:
-    """Every row of a Mashup query: each page in turn, each polled until it is COMPLETE."""
-    rows: list[dict[str, Any]] = []
-    page, pages = 1, 1
-    while page <= pages:
-        answer = await _complete_page(http, cfg, service, params, page, source)
-        rows.extend(answer.rows)
-        pages = answer.pages
-        page += 1
-    return rows
-
-
-async def _complete_page(
-    http: HttpPort, cfg: TessConfig, service: str, params: Mapping[str, Any], page: int, source: str
-) -> MashupAnswer:
-    """Ask for one page until MAST stops answering EXECUTING, waiting ``poll_interval_s`` between
-    asks; the deadline counts the waits (the port's clock), not the time spent in requests."""
-    request = build_invoke_request(cfg, service, params, page=page)
-    waited = 0.0
-    while True:
-        response = await http.send(request)
-        answer = parse_mashup(response.body, service=service, source=source, url=request.display_url())
-        if answer.status != EXECUTING:
-            return answer
-        if waited + cfg.poll_interval_s > cfg.poll_deadline_s:
-            raise TransientFetchError(
-                _message(service, source, request.display_url(), f"still EXECUTING after {waited:g} s"),
-                url=request.display_url(),
-            )
-        await http.sleep(cfg.poll_interval_s)
-        waited += cfg.poll_interval_s
-
-
 def no_data_reason(target: Target, limiting_magnitude: float | None = None) -> str | None:
     """Why TESS cannot have data for ``target``: fainter than ``limiting_magnitude`` (when set)."""
-    mag = _float(target.mag)
+    mag = finite_float(target.mag)
     if limiting_magnitude is not None and mag is not None and mag > limiting_magnitude:
         return f"fainter than limiting magnitude (mag {mag:.3f} > {limiting_magnitude})"
     return None
@@ -705,6 +465,7 @@ class TessAdapter:
     """TESS through MAST: TIC match, SPOC lightcurve files, one lightcurve per sector."""
 
     name: ClassVar[str] = "tess"
+    config_model: ClassVar[type[TessConfig]] = TessConfig  # validates observatories.tess
     id_key: ClassVar[str] = "tic"
 
     def __init__(self, cfg: TessConfig) -> None:

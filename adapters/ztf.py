@@ -357,6 +357,7 @@ class ZtfAdapter:
     """ZTF through IRSA: one cone search per source, reduced per season and filter."""
 
     name: ClassVar[str] = "ztf"
+    config_model: ClassVar[type[ZtfConfig]] = ZtfConfig  # validates observatories.ztf
 
     def __init__(self, cfg: ZtfConfig) -> None:
         self.cfg = cfg

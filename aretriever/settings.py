@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from aretriever.errors import ConfigError
+
 
 class Part(BaseModel):
     """Base of every config part: strict keys, validated assignment."""
@@ -228,11 +230,53 @@ class DemoConfig(LaneConfig):
 
 
 class ObservatoriesConfig(Part):
-    """One section per observatory."""
+    """One section per observatory: the built-ins' below, and one for any registered adapter.
+
+    A section named after a third-party adapter (entry point group ``aretriever.adapters``) is
+    validated by that adapter's ``config_model`` (a :class:`LaneConfig` subclass, plain
+    :class:`LaneConfig` when it has none), so its keys are as strict as the built-ins'. A name no
+    adapter is registered under is refused with the list of the available ones.
+    """
+
+    model_config = ConfigDict(**{**Part.model_config, "extra": "allow"})
 
     ztf: ZtfConfig = Field(default_factory=ZtfConfig, description="Zwicky Transient Facility via IRSA")
     tess: TessConfig = Field(default_factory=TessConfig, description="TESS via MAST")
     demo: DemoConfig = Field(default_factory=DemoConfig, description="simulated observatory")
+
+    @model_validator(mode="after")
+    def _registered_sections(self) -> ObservatoriesConfig:
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        for name, value in list(extra.items()):
+            extra[name] = value if isinstance(value, LaneConfig) else adapter_config_model(name).model_validate(value)
+        return self
+
+    def section(self, name: str) -> LaneConfig:
+        """The section of observatory ``name``; its config model's defaults when the file has none."""
+        found = getattr(self, name, None)
+        if isinstance(found, LaneConfig):
+            return found
+        default = adapter_config_model(name)()
+        if self.__pydantic_extra__ is not None:
+            self.__pydantic_extra__[name] = default  # one section object per run, like the built-ins'
+        return default
+
+
+def adapter_config_model(name: str) -> type[LaneConfig]:
+    """The config model of the adapter registered as ``name`` (imports that adapter).
+
+    Raises
+    ------
+    ConfigError
+        No adapter is registered under ``name``, or its ``config_model`` is not a LaneConfig.
+    """
+    from aretriever.adapters import adapter_class_for  # the registry imports adapters: only on demand
+
+    adapter_class = adapter_class_for(name.lower())
+    model = getattr(adapter_class, "config_model", LaneConfig)
+    if not (isinstance(model, type) and issubclass(model, LaneConfig)):
+        raise ConfigError(f"config: adapter {name!r}: config_model {model!r} is not a LaneConfig subclass")
+    return model
 
 
 class ColumnMap(Part):

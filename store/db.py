@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import (
 
 from aretriever.errors import StorageFault, StoreError
 from aretriever.redact import redact
+from aretriever.retry import call_retrying, decide
 from aretriever.settings import StoreConfig
 
 from .models import NOW_OPTION, UPDATED_COLUMNS, Base, UTCDateTime
@@ -277,6 +278,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 # SQLSTATE classes worth retrying: connection exception, transaction rollback (serialization,
 # deadlock), insufficient resources, operator intervention (shutdown, restart), lock not available
 _TRANSIENT_SQLSTATES = ("08", "40", "53", "57P", "55P03")
+_RETRY_CAP_S = 5.0  # a database back within seconds is not kept waiting long
 # SQLite result codes that retrying cannot fix (SQLITE_ERROR is e.g. "no such table")
 _PERMANENT_SQLITE = frozenset({"SQLITE_ERROR", "SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
@@ -287,10 +289,11 @@ def _orig_attr(exc: sa.exc.DBAPIError, name: str) -> str | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Return True if a database error is worth retrying (the connection, not the data, failed).
+    """Return True if a database error is transient (:mod:`aretriever.retry`'s one meaning).
 
-    Decided by exception type and by the driver's error code (PostgreSQL SQLSTATE, SQLite result
-    name), never by the message text.
+    The connection, a lock or the server failed, not the data or the statement. Decided by
+    exception type and by the driver's error code (PostgreSQL SQLSTATE, SQLite result name),
+    never by the message text.
     """
     if isinstance(exc, sa.exc.DBAPIError):
         if exc.connection_invalidated:
@@ -309,35 +312,39 @@ async def retry_transient(
 ) -> T:
     """``await call()``, again while it fails for a transient reason, for up to ``for_s`` seconds.
 
-    For the engine's reads and claims (skip checks, the work queue): a database restarting for a
-    few seconds pauses the run instead of ending it. Writes have their own retries (RowWriter).
+    For the engine's reads and claims (skip checks, the work queue) and the row writer's batches:
+    a database restarting for a few seconds pauses the run instead of ending it. The schedule is
+    the shared rule (:func:`aretriever.retry.decide`); this module only says what is transient.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + for_s
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            attempt += 1
-            delay = retry_delay(exc, attempt, deadline - loop.time(), base_s)
-            if delay is None:
-                raise
-            log.warning("store: %s failed (%r); retry %d in %.2f s", what, exc, attempt, delay)
-            await asyncio.sleep(delay)
+    return await call_retrying(
+        call,
+        transient=is_transient,
+        what=f"store: {what}",
+        for_s=for_s,
+        base_s=base_s,
+        max_s=_RETRY_CAP_S,
+        log=log,
+    )
 
 
 def retry_delay(
-    exc: BaseException, attempt: int, remaining_s: float, base_s: float = 0.05, cap_s: float = 5.0
+    exc: BaseException, attempt: int, remaining_s: float, base_s: float = 0.05, cap_s: float = _RETRY_CAP_S
 ) -> float | None:
     """Return how long to wait before retry number ``attempt`` (1-based), or None to give up.
 
-    Gives up on errors that are not transient and once ``remaining_s`` (time left to retry) is
-    spent; otherwise the delay doubles from ``base_s`` up to ``cap_s``.
+    :func:`aretriever.retry.decide` with the database's classification: gives up on errors that
+    are not transient and once ``remaining_s`` is spent; the delay doubles from ``base_s`` up to
+    ``cap_s``.
     """
-    if remaining_s <= 0 or not is_transient(exc):
-        return None
-    return min(cap_s, base_s * 2.0 ** (attempt - 1), remaining_s)
+    d = decide(
+        attempt=attempt,
+        transient=is_transient(exc),
+        remaining_s=remaining_s,
+        base_s=base_s,
+        max_s=cap_s,
+        jitter=1.0,  # no randomness: a few processes at most wait on one database
+    )
+    return d.delay_s if d.retry else None
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -251,7 +251,7 @@ class Engine:
                 f"fetch by id: observatory {observatory!r} is not in this run or has no identifiers"
                 f" (engine observatories: {self.observatories})"
             )
-        cfg: LaneConfig = getattr(self.cfg.observatories, observatory)
+        cfg: LaneConfig = self.cfg.observatories.section(observatory)
         radius = float(getattr(cfg, "distance_thresh_arcsec", 10.0))
         targets = []
         async with aiohttp.ClientSession() as session:
@@ -413,7 +413,7 @@ class Engine:
 
     async def _open_lanes(self, stack: AsyncExitStack, cpu: CpuRunner, stores: Stores, catalog: str) -> None:
         for name, adapter in self._adapters.items():
-            cfg: LaneConfig = getattr(self.cfg.observatories, name)
+            cfg: LaneConfig = self.cfg.observatories.section(name)
             connector = aiohttp.TCPConnector(limit=cfg.max_concurrency)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
             # several workers share the archive's limit: each takes its part (docs/operations.md)

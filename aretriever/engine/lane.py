@@ -34,6 +34,34 @@ from aretriever.settings import LaneConfig
 log = logging.getLogger("aretriever.engine.lane")
 
 
+RequestKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(slots=True)
+class Attempts:
+    """Attempts made per request (method, URL, query) for one source, over all its fetches.
+
+    A body that arrives whole but parses as malformed is asked for again by the pipeline; those
+    re-asks spend the same budget as the lane's own retries, so one source never costs more than
+    ``max_attempts`` requests per distinct request.
+    """
+
+    max_attempts: int
+    spent: Counter[RequestKey] = field(default_factory=Counter)
+
+    @staticmethod
+    def key(request: Request) -> RequestKey:
+        return (request.method, request.url, request.params)
+
+    def most(self) -> int:
+        """The attempts made for the request asked most often."""
+        return max(self.spent.values(), default=0)
+
+    def exhausted(self) -> bool:
+        """True once some request has had all its attempts: asking again would exceed the budget."""
+        return self.most() >= self.max_attempts
+
+
 @dataclass(slots=True)
 class LaneStats:
     """What a lane did; read by the run summary and the metrics endpoint."""
@@ -105,13 +133,27 @@ class Lane:
         """Wait (archive polling); injectable so tests do not really wait."""
         await self._sleep(seconds)
 
-    async def send(self, request: Request) -> Response:
-        """Send ``request`` politely, retrying transient failures; raise a FetchError otherwise."""
-        controller = retrying(self._policy, sleep=self._sleep, rng=self._rng, before_sleep=self._on_retry)
+    async def send(self, request: Request, attempts: Attempts | None = None) -> Response:
+        """Send ``request`` politely, retrying transient failures; raise a FetchError otherwise.
+
+        With ``attempts``, the attempts already made for this request count against
+        ``max_attempts`` and the ones made here are added to it.
+        """
+        key = Attempts.key(request)
+        spent = attempts.spent[key] if attempts is not None else 0
+        controller = retrying(
+            self._policy, sleep=self._sleep, rng=self._rng, before_sleep=self._on_retry, spent=spent
+        )
         async for attempt in controller:
             with attempt:
+                if attempts is not None:
+                    attempts.spent[key] += 1
                 return await self._send_once(request)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def for_source(self) -> SourcePort:
+        """A port for one source's fetches, whose requests share one attempt budget."""
+        return SourcePort(self, Attempts(self.cfg.max_attempts))
 
     def _on_retry(self, state: RetryCallState) -> None:
         self.stats.retries += 1
@@ -209,3 +251,20 @@ class Lane:
                 f"body cut short: {size} of {resp.content_length} bytes ({request.display_url()})",
                 url=request.display_url(),
             )
+
+
+class SourcePort:
+    """The lane as one source sees it: attempts are counted over every fetch of the source."""
+
+    def __init__(self, lane: Lane, attempts: Attempts) -> None:
+        self.lane = lane
+        self.attempts = attempts
+        self.scratch_dir = lane.scratch_dir
+
+    async def send(self, request: Request) -> Response:
+        """:meth:`Lane.send` on this source's budget."""
+        return await self.lane.send(request, self.attempts)
+
+    async def sleep(self, seconds: float) -> None:
+        """:meth:`Lane.sleep`."""
+        await self.lane.sleep(seconds)

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from aretriever.adapters.base import Adapter, Fetched, HttpPort, Target
+from aretriever.adapters.base import Adapter, Fetched, Target
+from aretriever.engine.lane import Lane
 from aretriever.engine.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
 from aretriever.engine.skipcheck import Action, Decision, Products
 from aretriever.engine.summary import Outcome
@@ -131,7 +132,7 @@ class SourcePipeline:
         self,
         *,
         adapter: Adapter,
-        http: HttpPort,
+        http: Lane,
         cpu: CpuRunner,
         stores: Stores,
         products: Products,
@@ -196,25 +197,31 @@ class SourcePipeline:
         return self._result(target, outcome, d.reason, len(result.lightcurves))
 
     async def _fetch_and_parse(self, target: Target) -> tuple[Fetched, CpuResult | None]:
-        """Fetch and parse; a body that parses as cut short is asked for again (it is transient)."""
-        for attempt in range(1, self.max_attempts + 1):
-            fetched = await self.adapter.fetch(target, self.http)
+        """Fetch and parse; a body that parses as cut short is asked for again (it is transient).
+
+        The re-asks spend the lane's attempt budget for the source
+        (:class:`~aretriever.engine.lane.Attempts`), so an always-malformed source costs
+        ``max_attempts`` requests, not ``max_attempts`` squared.
+        """
+        port = self.http.for_source()
+        while True:
+            fetched = await self.adapter.fetch(target, port)
             if fetched.body is None:
                 return fetched, None
             job = CpuJob(self.adapter, target, fetched, reduce=self.products.reduce, analysis=self.analysis)
             try:
                 return fetched, await self.cpu.run(job)
             except MalformedResponse:
-                if attempt == self.max_attempts:
+                # no request counted (an adapter that fetched none) would loop forever
+                if port.attempts.exhausted() or not port.attempts.most():
                     raise
                 log.info(
                     "%s: malformed answer for %s, asking again [attempt %d/%d]",
                     self.observatory,
                     target.name,
-                    attempt,
-                    self.max_attempts,
+                    port.attempts.most(),
+                    port.attempts.max_attempts,
                 )
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, relpath: str, tables: Tables) -> int:
         return await self.stores.files.write(paths.resolve(self.stores.data_root, relpath), tables)

@@ -99,3 +99,71 @@ def test_retry_after_over_the_cap_is_not_waited_for(retry_after: float | None, r
     exc = TransientFetchError("429", status=429, retry_after_s=retry_after)
     d = decide_for_exception(exc, 1, 5, base_s=1.0, max_s=60.0, jitter=0.0, max_retry_after_s=300.0)
     assert d.retry is retry
+
+
+# -- one rule for every domain: the caller's classification, an attempt or a time budget --------
+
+
+@pytest.mark.parametrize(
+    ("transient", "attempt", "max_attempts", "remaining_s", "retry", "delay_s"),
+    [
+        (True, 1, None, 100.0, True, 0.05),  # the database's schedule: doubling, no jitter
+        (True, 4, None, 100.0, True, 0.4),
+        (True, 9, None, 100.0, True, 5.0),  # capped
+        (True, 3, None, 0.07, True, 0.07),  # never waits past the time left
+        (True, 1, None, 0.0, False, 0.0),  # time spent
+        (False, 1, None, 100.0, False, 0.0),  # the data failed, not the connection
+        (True, 3, 3, None, False, 0.0),  # attempts spent
+        (True, 2, 3, None, True, 0.1),
+    ],
+)
+def test_one_rule_for_any_classification(
+    transient: bool, attempt: int, max_attempts: int | None, remaining_s: float | None, retry: bool, delay_s: float
+) -> None:
+    d = decide(
+        attempt=attempt,
+        max_attempts=max_attempts,
+        transient=transient,
+        remaining_s=remaining_s,
+        base_s=0.05,
+        max_s=5.0,
+        jitter=1.0,
+    )
+    assert (d.retry, d.delay_s) == (retry, pytest.approx(delay_s))
+
+
+def test_store_and_http_share_the_schedule() -> None:
+    """store.db.retry_delay is decide() with the database's classification."""
+    import sqlalchemy as sa
+
+    from aretriever.store import db
+
+    lost = sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+    for attempt in range(1, 8):
+        shared = decide(attempt=attempt, transient=True, remaining_s=100.0, base_s=0.05, max_s=5.0, jitter=1.0)
+        assert db.retry_delay(lost, attempt, 100.0) == shared.delay_s
+
+
+async def test_call_retrying_uses_the_callers_classification() -> None:
+    import logging
+
+    from aretriever.retry import call_retrying
+
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KeyError("busy")
+        return "ok"
+
+    got = await call_retrying(
+        flaky,
+        transient=lambda exc: isinstance(exc, KeyError),
+        what="test",
+        for_s=10.0,
+        base_s=0.001,
+        max_s=0.001,
+        log=logging.getLogger("test"),
+    )
+    assert (got, len(calls)) == ("ok", 3)

@@ -23,31 +23,33 @@ from astropy.io import fits
 
 from aretriever.adapters import tess
 from aretriever.adapters.base import Fetched, Request, Response, Target
-from aretriever.adapters.tess import (
+from aretriever.adapters.mast import (
     CAOM_FILTERED,
     CAOM_PRODUCTS,
     PAGE_SIZE,
-    TABLE_HEADERS,
     TIC_BY_ID,
     TIC_CONE,
-    LightcurveProduct,
-    TessAdapter,
     build_download_request,
     build_invoke_request,
     caom_params,
-    choose_tic,
     mast_query,
-    no_data_reason,
-    observation_cadences,
     parse_mashup,
     products_params,
+    tic_cone_params,
+    tic_id_params,
+)
+from aretriever.adapters.tess import (
+    TABLE_HEADERS,
+    LightcurveProduct,
+    TessAdapter,
+    choose_tic,
+    no_data_reason,
+    observation_cadences,
     read_lightcurve_file,
     read_raw_table,
     reduce_lightcurves,
     sector_from_name,
     select_lightcurves,
-    tic_cone_params,
-    tic_id_params,
 )
 from aretriever.errors import ArchiveErrorPage, MalformedResponse, PermanentFetchError, TransientFetchError
 from aretriever.settings import TessConfig, TessReducerConfig
