@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.cli.exits import EXIT_OK, exit_code
-from aretriever.config import load_config
+from aretriever.config import data_root_of, db_url_of, load_config
 from aretriever.errors import StoreError
 from aretriever.plotting import NoLightcurvesError, detection_mapping, plot_source, save_png
 from aretriever.settings import Config
@@ -179,8 +179,8 @@ def _check_database(url: str) -> None:
 
 async def read_source(cfg: Config, name: str, observatory: str | None) -> SourcePlotInputs:
     """Open the configured store and read what :func:`plot_source` needs for ``name``."""
-    root = paths.data_root(cfg.store.data_root)
-    url = db.resolve_db_url(cfg.store, root)
+    root = data_root_of(cfg.store)
+    url = db_url_of(cfg.store)
     _check_database(url)
     engine = db.create_engine(url, statement_timeout_s=cfg.store.statement_timeout_s)
     try:
