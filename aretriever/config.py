@@ -444,9 +444,13 @@ def db_url_of(store: StoreConfig, environ: Mapping[str, str] | None = None) -> s
 
     ``postgres(ql)://`` becomes ``postgresql+asyncpg://`` and ``sqlite://`` ``sqlite+aiosqlite://``.
     """
+    return normalize_url(_given_db_url(store, environ))
+
+
+def _given_db_url(store: StoreConfig, environ: Mapping[str, str] | None) -> str:
     env = os.environ if environ is None else environ
     url = store.db_url or env.get(DB_URL_ENV)
-    return normalize_url(url) if url else f"sqlite+aiosqlite:///{data_root_of(store, env) / SQLITE_FILENAME}"
+    return url or f"sqlite+aiosqlite:///{data_root_of(store, env) / SQLITE_FILENAME}"
 
 
 def resolve_store(store: StoreConfig, environ: Mapping[str, str] | None = None) -> StoreConfig:
@@ -456,7 +460,8 @@ def resolve_store(store: StoreConfig, environ: Mapping[str, str] | None = None) 
     returns configs resolved so, and code given a hand-made ``Config`` reads them through
     :func:`data_root_of` and :func:`db_url_of`.
     """
-    resolved = {"data_root": data_root_of(store, environ), "db_url": db_url_of(store, environ)}
+    # the URL as given (``config show`` prints what was written); db_url_of adds the driver
+    resolved = {"data_root": data_root_of(store, environ), "db_url": _given_db_url(store, environ)}
     return store.model_copy(update=resolved)
 
 

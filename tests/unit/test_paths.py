@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aretriever.config import data_root_of, load_config, resolve_store
+from aretriever.config import data_root_of, db_url_of, load_config, resolve_store
 from aretriever.errors import StoreError
 from aretriever.settings import StoreConfig
 from aretriever.store import paths
@@ -149,5 +149,6 @@ def test_the_default_db_url_is_resolved_once_with_the_config(
     cfg = load_config(False, sets=[f"store.data_root={tmp_path}"])
     assert cfg.store.db_url == f"sqlite+aiosqlite:///{tmp_path}/aretriever.sqlite"
     monkeypatch.setenv("ARETRIEVER_DB_URL", "postgres://u@h/d")
-    assert load_config(False).store.db_url == "postgresql+asyncpg://u@h/d"
+    from_env = load_config(False).store
+    assert from_env.db_url == "postgres://u@h/d" and db_url_of(from_env) == "postgresql+asyncpg://u@h/d"
     assert resolve_store(cfg.store) == cfg.store  # idempotent
