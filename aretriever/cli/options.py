@@ -52,10 +52,10 @@ def add_config_options(parser: argparse.ArgumentParser, *, config_required: bool
     )
 
 
-def add_log_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--verbose`` and ``--quiet`` (for :func:`aretriever.service.logs.configure_cli`)."""
+def add_log_options(parser: argparse.ArgumentParser, quiet: str = "no progress bar, warnings only") -> None:
+    """Add ``--verbose`` and ``--quiet`` (its help: ``quiet``) for ``logs.configure_cli``."""
     group = parser.add_argument_group("output")
-    group.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    group.add_argument("--quiet", action="store_true", help=quiet)
     group.add_argument("--verbose", action="store_true", help="log every retry and decision")
 
 

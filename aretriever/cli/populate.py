@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--summary-json", type=Path, help="write the summary as JSON here")
     add_config_options(p)
-    add_log_options(p)
+    add_log_options(p, quiet="no warning per file (the summary still lists them)")
 
 
 def load(args: argparse.Namespace) -> Config:
