@@ -26,7 +26,7 @@ from sqlalchemy.orm import selectinload
 from aretriever.adapters import get_adapter
 from aretriever.adapters.base import Adapter, Fetched, Target
 from aretriever.catalogs.core import SearchableCatalog, chunk_to_targets, open_catalog
-from aretriever.config import load_config
+from aretriever.config import data_root_of, db_url_of, load_config
 from aretriever.engine.core import Engine, products_for
 from aretriever.engine.lane import Lane
 from aretriever.engine.summary import Outcome, RunSummary
@@ -34,7 +34,6 @@ from aretriever.errors import ConfigError
 from aretriever.service.retriever import target_from
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import hdf5, paths
-from aretriever.store.db import resolve_db_url
 from aretriever.store.models import Lightcurve, RawPhotometry, Source
 from aretriever.store.sessions import Session
 from aretriever.syncrun import run_sync as _run_sync
@@ -111,7 +110,7 @@ class VirtualObservatory:
 
     @property
     def data_root(self) -> Path:
-        return paths.data_root(self._base.store.data_root)
+        return data_root_of(self._base.store)
 
     # -- fetching ------------------------------------------------------------------------------
 
@@ -216,7 +215,7 @@ class VirtualObservatory:
             .where(Source.name.in_(list(names)))
             .options(selectinload(Source.raw_photometry), selectinload(Source.lightcurves))
         )
-        url = resolve_db_url(self._base.store, self.data_root)
+        url = db_url_of(self._base.store)
         with Session(url, data_root=self.data_root) as session:
             found = {s.name: s for s in session.scalars(query)}
         sources = [found[n] for n in names if n in found]

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from aretriever.catalogs.core import Catalog
 from aretriever.catalogs.remote import open_catalog_async
-from aretriever.config import load_config, public_dict
+from aretriever.config import data_root_of, db_url_of, load_config, public_dict
 from aretriever.engine.core import Engine, products_for, write_version_config
 from aretriever.engine.histogram_io import histogram_path, load_histograms
 from aretriever.engine.skipcheck import Products
@@ -41,7 +41,7 @@ from aretriever.science.analysis import efficiency_table
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import Config, ProjectConfig
 from aretriever.store import paths, product_folders
-from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
+from aretriever.store.db import create_engine, migrate, session_factory
 from aretriever.store.models import Detection, Lightcurve, Properties
 from aretriever.syncrun import run_sync as _run_sync
 
@@ -100,7 +100,7 @@ class Project:
 
     @property
     def data_root(self) -> Path:
-        return paths.data_root(self.cfg.store.data_root)
+        return data_root_of(self.cfg.store)
 
     @property
     def output_folder(self) -> Path:
@@ -109,7 +109,7 @@ class Project:
 
     @property
     def db_url(self) -> str:
-        return resolve_db_url(self.cfg.store, self.data_root)
+        return db_url_of(self.cfg.store)
 
     # -- running -------------------------------------------------------------------------------
 

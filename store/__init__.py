@@ -41,7 +41,6 @@ from .models import (
     Stage,
 )
 from .paths import (
-    data_root,
     product_folder,
     ra_folder,
     raw_key,
@@ -50,7 +49,6 @@ from .paths import (
     reduction_key,
     resolve,
     safe_name,
-    set_data_root,
 )
 from .sessions import NoOpSession, Session, SmartSession, sync_engine, use_database
 from .writers import Delete, FileWriter, Op, Replace, RowWriter, Upsert
@@ -77,7 +75,6 @@ __all__ = [
     "Upsert",
     "create_engine",
     "current_revision",
-    "data_root",
     "delete_key",
     "downgrade",
     "frame_to_records",
@@ -99,7 +96,6 @@ __all__ = [
     "resolve_db_url",
     "safe_name",
     "session_factory",
-    "set_data_root",
     "sync_engine",
     "use_database",
     "verify_h5",

@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -78,16 +77,14 @@ def normalize_url(url: str) -> str:
 
 
 def resolve_db_url(cfg: StoreConfig, data_root: Path) -> str:
-    """Return the async database URL to use.
+    """The async database URL of ``cfg`` with DATA_ROOT ``data_root`` (unless ``cfg`` names one).
 
-    ``cfg.db_url``, else ``$ARETRIEVER_DB_URL``, else ``sqlite+aiosqlite:///<data_root>/aretriever.sqlite``.
-    ``postgres://``/``postgresql://`` become ``postgresql+asyncpg://`` and ``sqlite://`` becomes
-    ``sqlite+aiosqlite://``.
+    Kept for callers of the store alone; the computation is :func:`aretriever.config.db_url_of`.
     """
-    url = cfg.db_url or os.environ.get(DB_URL_ENV)
-    if not url:
-        return f"sqlite+aiosqlite:///{Path(data_root).absolute() / SQLITE_FILENAME}"
-    return normalize_url(url)
+    # imported here: aretriever.config imports this module's constants
+    from aretriever.config import db_url_of
+
+    return db_url_of(cfg if cfg.data_root else cfg.model_copy(update={"data_root": data_root}))
 
 
 def _finite(value: Any) -> Any:

@@ -148,14 +148,19 @@ class DataFileMixin:
         setattr(self, _DATA_ROOT, data_root)
 
     def get_fullname(self, data_root: Path | None = None) -> Path:
-        """The file's absolute path: ``filename`` under ``data_root``, else the bound DATA_ROOT,
-        else the process default (``$RETRIEVER_DATA``)."""
+        """The file's absolute path: ``filename`` under ``data_root``, else the bound DATA_ROOT.
+
+        Rows read through :func:`aretriever.store.Session` are bound; others need ``data_root``
+        (there is no process-wide DATA_ROOT to fall back on).
+        """
         if not self.filename:
             raise StoreError(f"store: {self!r} has no data file")
         if Path(self.filename).is_absolute():
             return Path(self.filename)
         root = data_root or getattr(self, _DATA_ROOT, None)
-        return paths.resolve(paths.data_root(root), self.filename)
+        if root is None:
+            raise StoreError(f"store: {self.filename!r} is relative, no DATA_ROOT bound: pass data_root")
+        return paths.resolve(Path(root).expanduser().absolute(), self.filename)
 
     @property
     def data(self) -> pd.DataFrame:

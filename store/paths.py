@@ -23,46 +23,12 @@ from typing import Final
 
 from aretriever.errors import StoreError
 
+# DATA_ROOT itself is resolved once, with the config: aretriever.config.data_root_of
 DATA_ROOT_ENV = "RETRIEVER_DATA"
 DEFAULT_DATA_ROOT = "data"
 MAX_NAME_CHARS = 100
 _HASH_CHARS = 8
 _UNSAFE = re.compile(r"[^A-Za-z0-9+\-._]")
-
-_override: Path | None = None
-
-
-def set_data_root(path: Path | str | None) -> None:
-    """Set (or with None, clear) the process-wide DATA_ROOT.
-
-    This is the seed's ``dataset.DATA_ROOT = ...``: it wins over ``$RETRIEVER_DATA`` but not over
-    a root passed explicitly to :func:`data_root`.
-    """
-    global _override
-    _override = None if path is None else Path(path).expanduser().absolute()
-
-
-def data_root(explicit: Path | str | None = None) -> Path:
-    """Return DATA_ROOT as an absolute path.
-
-    Parameters
-    ----------
-    explicit
-        A root given by the caller (e.g. ``StoreConfig.data_root``); wins over everything else.
-
-    Returns
-    -------
-    Path
-        ``explicit``, else the root set by :func:`set_data_root`, else ``$RETRIEVER_DATA``, else
-        ``./data`` (relative to the current directory at the time of the call).
-    """
-    if explicit is not None:
-        return Path(explicit).expanduser().absolute()
-    if _override is not None:
-        return _override
-    env = os.environ.get(DATA_ROOT_ENV)
-    return Path(env or DEFAULT_DATA_ROOT).expanduser().absolute()
-
 
 def safe_name(name: str) -> str:
     """Turn a source (or project) name into a file-name and HDF5-key safe string.

@@ -9,13 +9,14 @@ shows::
         sources = session.scalars(sa.select(Source).where(Source.mag < 17)).all()
 
 The database is the one the engine uses: ``$ARETRIEVER_DB_URL``, else the SQLite file in
-DATA_ROOT (``use_database(url)`` points them elsewhere). Rows read here carry their DATA_ROOT, so
-``lc.data`` reads the right file.
+DATA_ROOT (``use_database(url)`` points them elsewhere), as :func:`aretriever.config.db_url_of`
+resolves them. Rows read here carry their DATA_ROOT (``Session(data_root=...)``, else the
+resolved default), so ``lc.data`` reads the right file; this replaces the seed's
+``dataset.DATA_ROOT = ...``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +28,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, lazyload, sessionmaker
 from sqlalchemy.orm import Session as OrmSession
 
-from . import paths
-from .db import DB_URL_ENV, STATEMENT_TIMEOUT_S, normalize_url
+from aretriever.settings import StoreConfig
+
+from .db import STATEMENT_TIMEOUT_S, normalize_url
 from .models import DataFileMixin
 
 # ``SmartSession(False)`` and this switch give a session that touches no database (the seed's
@@ -54,10 +56,20 @@ def use_database(url: str | None) -> None:
 
 
 def default_url() -> str:
+    """The database ``Session()`` opens: :func:`use_database`'s, else the configured default."""
     if _url_override:
         return _url_override
-    env = os.environ.get(DB_URL_ENV)
-    return env or f"sqlite+aiosqlite:///{paths.data_root() / 'aretriever.sqlite'}"
+    # imported here: aretriever.config imports the store
+    from aretriever.config import db_url_of
+
+    return db_url_of(StoreConfig())
+
+
+def default_data_root() -> Path:
+    """The DATA_ROOT rows of ``Session()`` read from without ``data_root=``."""
+    from aretriever.config import data_root_of
+
+    return data_root_of(StoreConfig())
 
 
 def sync_engine(url: str | None = None) -> sa.Engine:
@@ -84,7 +96,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 def Session(url: str | None = None, *, data_root: Path | None = None) -> OrmSession:
     """A new synchronous ORM session on the engine's database (use it in a ``with`` block)."""
     session = sessionmaker(bind=sync_engine(url), expire_on_commit=False)()
-    root = data_root or paths.data_root()
+    root = data_root or default_data_root()
     event.listen(session, "loaded_as_persistent", lambda _s, obj: _bind(obj, root))
     event.listen(session, "do_orm_execute", _lazy_relationships)
     return session

@@ -23,7 +23,7 @@ import pytest_asyncio
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aretriever.store import db, paths
+from aretriever.store import db
 
 PG_URL_ENV = "ARETRIEVER_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+asyncpg://aretriever:aretriever@127.0.0.1:5432/aretriever"
@@ -115,15 +115,11 @@ def sessions(migrated_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture
-def data_root(tmp_path: Path) -> Iterator[Path]:
-    """A private, empty DATA_ROOT, also set process-wide (``paths.data_root()``) for the test."""
+def data_root(tmp_path: Path) -> Path:
+    """A private, empty DATA_ROOT; tests pass it explicitly (there is no process-wide one)."""
     root = tmp_path / "data"
     root.mkdir()
-    paths.set_data_root(root)
-    try:
-        yield root
-    finally:
-        paths.set_data_root(None)
+    return root
 
 
 @pytest.fixture

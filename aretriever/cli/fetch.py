@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from aretriever.catalogs.core import Catalog, GeneratedCatalog, SearchableCatalog, open_catalog
 from aretriever.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
-from aretriever.config import load_config
+from aretriever.cli.options import add_config_options, add_log_options, config_from_args
 from aretriever.engine.core import Engine
 from aretriever.engine.pipeline import SourceResult
 from aretriever.engine.summary import RunSummary
@@ -29,7 +29,14 @@ from aretriever.settings import Config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aretriever.fetch", description=__doc__.split("\n")[0])
+    """``python -m aretriever.fetch``'s parser (``aretriever fetch`` has the same arguments)."""
+    parser = argparse.ArgumentParser(prog="python -m aretriever.fetch", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add fetch's arguments, the shared configuration and output options included."""
     p.add_argument("--catalog", help="catalog file (CSV, FITS, Parquet, HDF5) or 'test', 'wd', 'gaia:<ADQL>'")
     p.add_argument(
         "--observatory", action="append", default=[], help="observatory lane (repeatable; default: config)"
@@ -43,27 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start", type=int, default=0, help="first catalog row (0-based)")
     p.add_argument("--stop", type=int, default=None, help="stop before this catalog row")
-    p.add_argument("--data-root", type=Path, help="DATA_ROOT (default: $RETRIEVER_DATA or ./data)")
-    p.add_argument("--db-url", help="database URL (default: $ARETRIEVER_DB_URL or SQLite in DATA_ROOT)")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--project", help="project name (finds configs/<project>.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--no-reduce", action="store_true", help="only download raw data")
     p.add_argument("--no-analyze", action="store_true", help="reduce but do not analyse (no S/N, detections)")
     p.add_argument("--verify", action="store_true", help="open every stored file; re-fetch unreadable ones")
     p.add_argument("--dry-run", action="store_true", help="say what would be fetched; make no request")
     p.add_argument("--summary-json", type=Path, help="write the run summary as JSON here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
-    p.add_argument("--verbose", action="store_true", help="log every retry and decision")
-    return p
+    add_config_options(p)
+    add_log_options(p)
 
 
 def _cli_sets(args: argparse.Namespace) -> list[str]:
-    sets = list(args.set)
-    if args.data_root is not None:
-        sets.append(f"store.data_root={args.data_root}")
-    if args.db_url:
-        sets.append(f"store.db_url={args.db_url}")
+    sets: list[str] = []
     if args.no_reduce:
         sets.append("engine.reduce=false")
     if args.no_analyze:
@@ -77,9 +74,8 @@ def _cli_sets(args: argparse.Namespace) -> list[str]:
 
 
 def load(args: argparse.Namespace) -> Config:
-    """The resolved config: file, then command-line flags, then ``--set``."""
-    overrides = {"project": {"name": args.project}} if args.project else None
-    return load_config(args.config or None, project=args.project, overrides=overrides, sets=_cli_sets(args))
+    """The resolved config: file, ``--set``, then the other command-line flags."""
+    return config_from_args(args, _cli_sets(args))
 
 
 def _size_hint(catalog: Catalog | None, start: int, stop: int | None) -> int | None:
@@ -142,7 +138,12 @@ def _catalog(args: argparse.Namespace, cfg: Config) -> Catalog | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m aretriever.fetch ARGS``; return the exit code."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed fetch command line (also ``aretriever fetch``)."""
     configure_cli(verbose=args.verbose)
 
     def body() -> int:

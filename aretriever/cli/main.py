@@ -1,11 +1,15 @@
-"""The ``aretriever`` command line.
+"""The ``aretriever`` command line: every command is a subcommand.
 
-Each subcommand registers a handler with ``set_defaults(handler=...)``; a handler takes the parsed
-arguments and returns the exit code. Exit codes: 0 success, 2 bad usage or bad configuration (the
-message goes to stderr, without a traceback).
+    aretriever fetch ...      = python -m aretriever.fetch ...     (backfill a catalog)
+    aretriever daemon ...     = python -m aretriever.daemon ...    (backfill continuously)
+    aretriever populate ...   = python -m aretriever.populate ...  (rebuild rows from raw files)
+    aretriever plot ...       = python -m aretriever.plot ...      (a source's lightcurves as PNG)
+    aretriever export ...     (a source's lightcurves as SkyPortal HDF5)
+    aretriever config show|hash [options]
 
-    aretriever config show [--config FILE] [--cfg-key K] [--project NAME] [--set k=v ...]
-    aretriever config hash [same options]
+Each command module adds its arguments (``add_arguments``) and runs the parsed ones (``run``),
+for its own ``python -m`` entry point and here alike; the shared options are
+:mod:`aretriever.cli.options`, the exit codes :mod:`aretriever.cli.exits`.
 """
 
 from __future__ import annotations
@@ -13,37 +17,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Literal, cast
+from typing import cast
 
+from aretriever.cli import export, fetch, plot, populate
 from aretriever.cli.exits import EXIT_OK, EXIT_USAGE, exit_code
-from aretriever.config import config_hash, load_config, to_yaml
-from aretriever.settings import Config
+from aretriever.cli.options import add_config_options, config_from_args
+from aretriever.config import config_hash, to_yaml
+from aretriever.service import daemon
 
 Handler = Callable[[argparse.Namespace], int]
+Adder = Callable[[argparse.ArgumentParser], None]
 
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Add the options that choose and override the configuration (for any subcommand)."""
-    group = parser.add_argument_group("configuration")
-    which = group.add_mutually_exclusive_group()
-    which.add_argument("--config", metavar="FILE", help="config file (bare name: in configs/)")
-    which.add_argument("--no-config", action="store_true", help="load no config file at all")
-    group.add_argument("--cfg-key", metavar="KEY", help="load the config from this key of the file")
-    group.add_argument("--project", metavar="NAME", help="project (default file: NAME.yaml)")
-    group.add_argument(
-        "--set",
-        metavar="PATH=VALUE",
-        action="append",
-        default=[],
-        dest="sets",
-        help="override one value, e.g. analysis.finder.snr_threshold=7 (repeatable; YAML values)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the configuration the options of :func:`add_config_options` describe."""
-    cfg_file: str | Literal[False] | None = False if args.no_config else args.config
-    return load_config(cfg_file, args.cfg_key, project=args.project, sets=args.sets)
+# name -> (help, the module's add_arguments, its run)
+_COMMANDS: dict[str, tuple[str, Adder, Handler]] = {
+    "fetch": ("backfill a catalog from one or more observatories", fetch.add_arguments, fetch.run),
+    "daemon": ("backfill continuously, with /healthz and /metrics", daemon.add_arguments, daemon.run),
+    "populate": ("rebuild database rows from the raw files", populate.add_arguments, populate.run),
+    "plot": ("a source's stored lightcurves as a PNG", plot.add_arguments, plot.run),
+    "export": ("a source's stored lightcurves as SkyPortal HDF5", export.add_arguments, export.run),
+}
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -72,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="aretriever", description="aretriever command line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, add_arguments, run) in _COMMANDS.items():
+        command = commands.add_parser(name, help=help_, description=help_)
+        add_arguments(command)
+        command.set_defaults(handler=run)
     _add_config_command(commands)
     return parser
 

@@ -23,7 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.cli.exits import EXIT_OK, exit_code
-from aretriever.config import load_config
+from aretriever.cli.options import add_config_options, config_from_args
+from aretriever.config import data_root_of, db_url_of
 from aretriever.errors import StoreError
 from aretriever.plotting import NoLightcurvesError, detection_mapping, plot_source, save_png
 from aretriever.settings import Config
@@ -144,28 +145,24 @@ async def load_source_plot_inputs(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aretriever.plot", description=__doc__.split("\n")[0])
+    """``python -m aretriever.plot``'s parser (``aretriever plot`` has the same arguments)."""
+    parser = argparse.ArgumentParser(prog="python -m aretriever.plot", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add plot's arguments, the shared configuration options included."""
     p.add_argument("source", help="source name, exactly as in the catalog")
     p.add_argument("--out", type=Path, help="PNG to write (default: <source>.png)")
-    p.add_argument("--project", help="project name (default: the config's, else 'default')")
     p.add_argument("--observatory", help="only this observatory (default: all)")
-    p.add_argument("--data-root", type=Path, help="DATA_ROOT (default: $RETRIEVER_DATA or ./data)")
-    p.add_argument("--db-url", help="database URL (default: $ARETRIEVER_DB_URL or SQLite in DATA_ROOT)")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--dpi", type=int, default=120, help="resolution of the PNG")
-    return p
+    add_config_options(p)
 
 
 def load(args: argparse.Namespace) -> Config:
-    """The resolved config: file, then command-line flags, then ``--set``."""
-    sets = list(args.set)
-    if args.data_root is not None:
-        sets.append(f"store.data_root={args.data_root}")
-    if args.db_url:
-        sets.append(f"store.db_url={args.db_url}")
-    overrides = {"project": {"name": args.project}} if args.project else None
-    return load_config(args.config or None, project=args.project, overrides=overrides, sets=sets)
+    """The resolved config: file, then ``--set``, ``--data-root`` and ``--db-url``."""
+    return config_from_args(args)
 
 
 def _check_database(url: str) -> None:
@@ -179,8 +176,8 @@ def _check_database(url: str) -> None:
 
 async def read_source(cfg: Config, name: str, observatory: str | None) -> SourcePlotInputs:
     """Open the configured store and read what :func:`plot_source` needs for ``name``."""
-    root = paths.data_root(cfg.store.data_root)
-    url = db.resolve_db_url(cfg.store, root)
+    root = data_root_of(cfg.store)
+    url = db_url_of(cfg.store)
     _check_database(url)
     engine = db.create_engine(url, statement_timeout_s=cfg.store.statement_timeout_s)
     try:
@@ -196,7 +193,12 @@ async def read_source(cfg: Config, name: str, observatory: str | None) -> Source
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m aretriever.plot ARGS``; return the exit code."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed plot command line (also ``aretriever plot``)."""
     out = args.out or Path(f"{paths.safe_name(args.source)}.png")
 
     def body() -> int:

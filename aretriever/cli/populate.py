@@ -16,35 +16,36 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aretriever.catalogs.core import SearchableCatalog, open_catalog
-from aretriever.cli import fetch
 from aretriever.cli.exits import EXIT_FAILED, EXIT_OK, exit_code
+from aretriever.cli.options import add_config_options, add_log_options, config_from_args
 from aretriever.service.logs import configure_cli
 from aretriever.service.populate import PopulateSummary, populate
 from aretriever.settings import Config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aretriever.populate", description=__doc__.split("\n")[0])
+    """``python -m aretriever.populate``'s parser (``aretriever populate`` has the same arguments)."""
+    parser = argparse.ArgumentParser(prog="python -m aretriever.populate", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add populate's arguments, the shared configuration and output options included."""
     p.add_argument("--catalog", help="name sources from this catalog (file, 'test', 'wd', 'gaia:<ADQL>')")
     p.add_argument(
         "--observatory", action="append", default=[], help="walk this observatory's folder (repeatable)"
     )
-    p.add_argument("--data-root", type=Path, help="DATA_ROOT (default: $RETRIEVER_DATA or ./data)")
-    p.add_argument("--db-url", help="database URL (default: $ARETRIEVER_DB_URL or SQLite in DATA_ROOT)")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--project", help="project name (finds configs/<project>.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--summary-json", type=Path, help="write the summary as JSON here")
-    p.add_argument("--quiet", action="store_true", help="no warning per file (the summary still lists them)")
-    p.add_argument("--verbose", action="store_true", help="log progress")
-    return p
+    add_config_options(p)
+    add_log_options(p, quiet="no warning per file (the summary still lists them)")
 
 
 def load(args: argparse.Namespace) -> Config:
     """The config resolved as ``python -m aretriever.fetch`` resolves it, given the same flags."""
-    shared = fetch.build_parser().parse_args([])  # fetch's other flags, at their defaults
-    vars(shared).update(vars(args))
-    return fetch.load(shared)
+    # fetch's --observatory names the lanes too: the config's obs_names say the same here
+    lanes = [f"project.obs_names=[{', '.join(args.observatory)}]"] if args.observatory else []
+    return config_from_args(args, lanes)
 
 
 def _catalog(args: argparse.Namespace, cfg: Config) -> SearchableCatalog | None:
@@ -61,7 +62,12 @@ def _report(summary: PopulateSummary, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m aretriever.populate ARGS``; return the exit code."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed populate command line (also ``aretriever populate``)."""
     configure_cli(verbose=args.verbose, quiet=args.quiet)
 
     def body() -> int:

@@ -35,7 +35,7 @@ from aretriever.adapters import available, get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
 from aretriever.catalogs.core import BadRow, Catalog, SearchableCatalog, chunk_to_targets
 from aretriever.catalogs.names import check_unique_names
-from aretriever.config import config_hash, to_yaml
+from aretriever.config import config_hash, data_root_of, db_url_of, to_yaml
 from aretriever.engine.histogram_file import HistogramFile
 from aretriever.engine.lane import Lane, LaneStats, make_limiter
 from aretriever.engine.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
@@ -45,7 +45,7 @@ from aretriever.engine.workqueue import WorkQueue
 from aretriever.errors import ConfigError, cause
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import owners, paths, product_folders
-from aretriever.store.db import create_engine, migrate, resolve_db_url, retry_transient, session_factory
+from aretriever.store.db import create_engine, migrate, retry_transient, session_factory
 from aretriever.store.hdf5 import atomic_path
 from aretriever.store.models import Failure, WorkItem
 from aretriever.store.product_folders import check_project_folder
@@ -103,7 +103,7 @@ class LaneState:
 
     stats: LaneStats
     queued: int
-    rate_per_s: float
+    rate_per_s: float  # this process's share of the archive's limit (:meth:`Engine.lane_rate`)
 
 
 class Engine:
@@ -136,8 +136,8 @@ class Engine:
         self.cfg = cfg
         self._clock = clock
         self.observatories = [o.lower() for o in (observatories or cfg.project.obs_names)]
-        self.data_root = paths.data_root(cfg.store.data_root)
-        self.db_url = resolve_db_url(cfg.store, self.data_root)
+        self.data_root = data_root_of(cfg.store)
+        self.db_url = db_url_of(cfg.store)
         self.products = products_for(cfg, reduce=cfg.engine.reduce, analyze=cfg.engine.analyze)
         self.histograms: HistogramFile | None = None
         self.summary = RunSummary()
@@ -416,8 +416,7 @@ class Engine:
             cfg: LaneConfig = self.cfg.observatories.section(name)
             connector = aiohttp.TCPConnector(limit=cfg.max_concurrency)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-            # several workers share the archive's limit: each takes its part (docs/operations.md)
-            limiter = make_limiter(cfg.rate_per_s / self.cfg.engine.n_workers)
+            limiter = make_limiter(self.lane_rate(name))
             http = Lane(name, cfg, session, limiter=limiter, scratch_dir=str(self._fresh_scratch(name)))
             pipeline = SourcePipeline(
                 adapter=adapter,
@@ -641,13 +640,22 @@ class Engine:
         """Also call ``callback`` (on the loop, without blocking) for every result of every run."""
         self._callbacks.append(callback)
 
+    def lane_rate(self, name: str) -> float:
+        """Requests per second lane ``name`` of this process may send.
+
+        Several workers share the archive's limit (``rate_per_s``): each takes its part
+        (docs/operations.md). The limiter and the metrics both read it here.
+        """
+        lane: LaneConfig = getattr(self.cfg.observatories, name)
+        return lane.rate_per_s / self.cfg.engine.n_workers
+
     def lane_states(self) -> dict[str, LaneState]:
-        """Each open lane's cumulative counters, queued decisions and configured rate."""
+        """Each open lane's cumulative counters, queued decisions and rate used."""
         return {
             name: LaneState(
                 _snapshot(lane.http.stats),
                 lane.queue.statistics().current_buffer_used if lane.queue is not None else 0,
-                lane.cfg.rate_per_s,
+                self.lane_rate(name),
             )
             for name, lane in self._lanes.items()
         }

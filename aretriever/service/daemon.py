@@ -29,14 +29,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import sqlalchemy as sa
 from aiohttp import web
 
 from aretriever.cli.exits import report
-from aretriever.config import load_config
+from aretriever.cli.options import add_config_options, config_from_args
 from aretriever.engine.pipeline import SourceResult
 from aretriever.engine.summary import Outcome, RunSummary
 from aretriever.errors import AretrieverError, ConfigError, cause, leaves
@@ -234,18 +233,29 @@ def _counts(summary: RunSummary) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m aretriever.daemon", description=__doc__.split("\n")[0])
-    p.add_argument("--config", type=Path, required=True, help="YAML config file (reloaded on SIGHUP)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--once", action="store_true", help="one pass over the catalogs, then exit")
-    return p
+    """``python -m aretriever.daemon``'s parser (``aretriever daemon`` has the same arguments)."""
+    parser = argparse.ArgumentParser(prog="python -m aretriever.daemon", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the daemon's arguments: the shared configuration options (``--config`` required)."""
+    parser.add_argument("--once", action="store_true", help="one pass over the catalogs, then exit")
+    add_config_options(parser, config_required=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m aretriever.daemon ARGS``; return the exit code."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed daemon command line (also ``aretriever daemon``) until stopped."""
 
     def load() -> Config:
-        return load_config(args.config, sets=args.set)
+        # the same options each time: SIGHUP re-reads the file under them
+        return config_from_args(args)
 
     try:
         cfg = load()

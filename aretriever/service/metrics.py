@@ -74,7 +74,9 @@ class EngineMetrics(Collector):
                 f"{PREFIX}_lane_rate", "requests per second since the last scrape", labels=["observatory"]
             ),
             "limit": GaugeMetricFamily(
-                f"{PREFIX}_lane_rate_limit", "configured requests per second", labels=["observatory"]
+                f"{PREFIX}_lane_rate_limit",
+                "requests per second this process may send (its share among the workers)",
+                labels=["observatory"],
             ),
         }
         now = time.monotonic()

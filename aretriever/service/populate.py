@@ -48,11 +48,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aretriever import adapters
 from aretriever.catalogs.core import SearchableCatalog, chunk_to_targets
 from aretriever.catalogs.index import Lookups
+from aretriever.config import data_root_of, db_url_of
 from aretriever.engine.pipeline import source_row
 from aretriever.errors import CatalogError, ConfigError, StoreError
 from aretriever.settings import ColumnMap, Config
 from aretriever.store import paths
-from aretriever.store.db import create_engine, migrate, resolve_db_url, session_factory
+from aretriever.store.db import create_engine, migrate, session_factory
 from aretriever.store.hdf5 import read_attrs
 from aretriever.store.models import RawPhotometry, Source
 from aretriever.store.writers import RowWriter, Upsert
@@ -524,14 +525,14 @@ async def populate(
     """
     t0 = time.perf_counter()
     lanes = _lanes(observatories)
-    root = paths.data_root(cfg.store.data_root)
+    root = data_root_of(cfg.store)
     if not await anyio.to_thread.run_sync(root.is_dir):
         raise ConfigError(f"config: store.data_root: DATA_ROOT {root} is not a folder")
     matcher = CatalogMatcher(catalog, cfg.catalog.columns) if catalog is not None else None
     if matcher is not None:
         await anyio.to_thread.run_sync(matcher.prime)
     summary = PopulateSummary()
-    db = create_engine(resolve_db_url(cfg.store, root), statement_timeout_s=cfg.store.statement_timeout_s)
+    db = create_engine(db_url_of(cfg.store), statement_timeout_s=cfg.store.statement_timeout_s)
     try:
         await migrate(db)
         writer = RowWriter(

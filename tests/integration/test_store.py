@@ -455,6 +455,7 @@ async def test_raw_photometry_loads_its_data_lazily(
         await writer.flush()
     async with sessions() as session:
         raw = (await session.scalars(sa.select(RawPhotometry))).one()
+    raw.bind_data_root(data_root)  # as Session() and the Retriever do for the rows they read
     assert raw.get_fullname() == data_root / row["filename"]
     data = raw.data
     pd.testing.assert_frame_equal(data, table)

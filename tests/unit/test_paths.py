@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aretriever.config import data_root_of, db_url_of, load_config, resolve_store
 from aretriever.errors import StoreError
+from aretriever.settings import StoreConfig
 from aretriever.store import paths
 
 SAFE = re.compile(r"[A-Za-z0-9+\-._]+")
@@ -126,18 +128,27 @@ def test_resolve_refuses_escapes(tmp_path: Path, rel: str) -> None:
 def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(paths.DATA_ROOT_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert paths.data_root() == tmp_path / "data"
+    assert data_root_of(StoreConfig()) == tmp_path / "data"
     monkeypatch.setenv(paths.DATA_ROOT_ENV, str(tmp_path / "env"))
-    assert paths.data_root() == tmp_path / "env"
-    paths.set_data_root(tmp_path / "override")
-    try:
-        assert paths.data_root() == tmp_path / "override"
-        assert paths.data_root("explicit") == tmp_path / "explicit"
-    finally:
-        paths.set_data_root(None)
-    assert paths.data_root() == tmp_path / "env"
+    assert data_root_of(StoreConfig()) == tmp_path / "env"
+    assert data_root_of(StoreConfig(data_root=Path("explicit"))) == tmp_path / "explicit"
+    # the resolved config carries it: no process-wide setter is left to win over it
+    assert load_config(False).store.data_root == tmp_path / "env"
+    assert not hasattr(paths, "set_data_root") and not hasattr(paths, "data_root")
 
 
 def test_data_root_is_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(paths.DATA_ROOT_ENV, "relative/dir")
-    assert paths.data_root().is_absolute()
+    assert data_root_of(StoreConfig()).is_absolute()
+
+
+def test_the_default_db_url_is_resolved_once_with_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ARETRIEVER_DB_URL", raising=False)
+    cfg = load_config(False, sets=[f"store.data_root={tmp_path}"])
+    assert cfg.store.db_url == f"sqlite+aiosqlite:///{tmp_path}/aretriever.sqlite"
+    monkeypatch.setenv("ARETRIEVER_DB_URL", "postgres://u@h/d")
+    from_env = load_config(False).store
+    assert from_env.db_url == "postgres://u@h/d" and db_url_of(from_env) == "postgresql+asyncpg://u@h/d"
+    assert resolve_store(cfg.store) == cfg.store  # idempotent
