@@ -43,9 +43,13 @@ def sqlalchemy_imports(source: str) -> list[int]:
     """Lines importing ``sqlalchemy`` (or a submodule) at run time."""
     lines = []
     for node in _runtime_nodes(ast.parse(source)):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "sqlalchemy" for a in node.names):
-            lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlalchemy":
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""]
+        else:
+            continue
+        if any(m.split(".")[0] == "sqlalchemy" for m in modules):
             lines.append(node.lineno)
     return sorted(lines)
 
