@@ -20,8 +20,6 @@ from typing import Any, ClassVar
 
 import aiohttp
 import pandas as pd
-import sqlalchemy as sa
-from sqlalchemy.orm import selectinload
 
 from aretriever.adapters import get_adapter
 from aretriever.adapters.base import Adapter, Fetched, Target
@@ -33,8 +31,8 @@ from aretriever.engine.summary import Outcome, RunSummary
 from aretriever.errors import ConfigError
 from aretriever.service.retriever import target_from
 from aretriever.settings import Config, LaneConfig
-from aretriever.store import hdf5, paths
-from aretriever.store.models import Lightcurve, RawPhotometry, Source
+from aretriever.store import hdf5, paths, queries, rows
+from aretriever.store.models import Lightcurve, RawPhotometry, RawStatus, Source
 from aretriever.store.sessions import Session
 from aretriever.syncrun import run_sync as _run_sync
 
@@ -171,8 +169,8 @@ class VirtualObservatory:
         return sources
 
     def _unsaved(self, target: Target, fetched: Fetched, adapter: Adapter, reduce: bool) -> Source:
-        source = Source(name=target.name, ra_deg=target.ra_deg, dec_deg=target.dec_deg, mag=target.mag)
-        status = "no_data" if fetched.body is None else "ok"
+        source = Source(**rows.bare_source_row(target.name, target.ra_deg, target.dec_deg, target.mag))
+        status = RawStatus.NO_DATA if fetched.body is None else RawStatus.OK
         raw = RawPhotometry(
             source_name=target.name, observatory=self.obs_name, status=status, url=fetched.url
         )
@@ -190,7 +188,7 @@ class VirtualObservatory:
         self._keep(sources, [r for s in sources for r in s.raw_photometry])
         summary = RunSummary()
         for source in sources:
-            no_data = source.raw_photometry[0].status == "no_data"
+            no_data = source.raw_photometry[0].status == RawStatus.NO_DATA
             summary.lane(self.obs_name).add(Outcome.NO_DATA if no_data else Outcome.FETCHED)
         return summary
 
@@ -210,14 +208,9 @@ class VirtualObservatory:
 
     def _remember(self, names: Sequence[str]) -> list[Source]:
         """The Sources (with raw data and lightcurves loaded) of ``names``, kept on the object."""
-        query = (
-            sa.select(Source)
-            .where(Source.name.in_(list(names)))
-            .options(selectinload(Source.raw_photometry), selectinload(Source.lightcurves))
-        )
         url = db_url_of(self._base.store)
         with Session(url, data_root=self.data_root) as session:
-            found = {s.name: s for s in session.scalars(query)}
+            found = queries.sources_with_data(session, names)
         sources = [found[n] for n in names if n in found]
         self._keep(sources, [r for s in sources for r in s.raw_photometry if r.observatory == self.obs_name])
         return sources

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pandas as pd
-import sqlalchemy as sa
 
 from aretriever.catalogs.core import Catalog
 from aretriever.catalogs.remote import open_catalog_async
@@ -40,9 +39,9 @@ from aretriever.observatories import ObservatoryList, VirtualObservatory, observ
 from aretriever.science.analysis import efficiency_table
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import Config, ProjectConfig
-from aretriever.store import paths, product_folders
+from aretriever.store import paths, product_folders, queries
 from aretriever.store.db import create_engine, migrate, session_factory
-from aretriever.store.models import Detection, Lightcurve, Properties
+from aretriever.store.queries import Sessions
 from aretriever.syncrun import run_sync as _run_sync
 
 log = logging.getLogger("aretriever.project")
@@ -145,10 +144,7 @@ class Project:
         """Recovery efficiency of the injected events, per width and amplitude bin."""
 
         async def injections() -> list[dict[str, Any]]:
-            rows = await self._query(
-                sa.select(Properties.meta).where(*self._mine(Properties)), lambda r: list(r.scalars())
-            )
-            return [i for meta in rows for i in (meta or {}).get("injections", [])]
+            return await self._query(lambda s: queries.injections(s, *self._version))
 
         return efficiency_table(_run_sync(injections), bins)
 
@@ -159,11 +155,7 @@ class Project:
         """
 
         async def delete() -> dict[str, int]:
-            counts: dict[str, int] = {}
-            for model in (Detection, Properties, Lightcurve):
-                statement = sa.delete(model).where(*self._mine(model))
-                counts[model.__tablename__] = await self._query(statement, lambda r: int(r.rowcount))
-            return counts
+            return await self._query(lambda s: queries.delete_products(s, *self._version))
 
         product_folders.check_owner(self.data_root, self.products.folder, self.name)
         counts = _run_sync(delete)
@@ -171,17 +163,16 @@ class Project:
         log.info("project %s: deleted %s and %s", self.name, counts, self.output_folder)
         return counts
 
-    def _mine(
-        self, model: type[Detection] | type[Properties] | type[Lightcurve]
-    ) -> list[sa.ColumnElement[bool]]:
-        return [model.project == self.products.project, model.cfg_hash == self.products.cfg_hash]
+    @property
+    def _version(self) -> tuple[str, str]:
+        return self.products.project, self.products.cfg_hash
 
-    async def _query(self, statement: sa.Executable, read: Callable[[Any], T]) -> T:
+    async def _query(self, query: Callable[[Sessions], Awaitable[T]]) -> T:
+        """Run one of :mod:`aretriever.store.queries` on a migrated database of its own."""
         engine = create_engine(self.db_url, statement_timeout_s=self.cfg.store.statement_timeout_s)
         try:
             await migrate(engine)
-            async with session_factory(engine)() as session, session.begin():
-                return read(await session.execute(statement))
+            return await query(session_factory(engine))
         finally:
             await engine.dispose()
 

@@ -156,40 +156,20 @@ def single_core_ceiling(n: int = 50) -> dict[str, float]:
 
 
 async def _row_cost(root: Path, targets: list, lcs: list) -> float:  # type: ignore[type-arg]
-    from aretriever.engine.pipeline import source_row
+    from aretriever.store import rows
     from aretriever.store.db import create_engine, migrate, session_factory
-    from aretriever.store.models import Lightcurve, RawPhotometry, Source
-    from aretriever.store.writers import RowWriter, Upsert
+    from aretriever.store.writers import RowWriter
 
     engine = create_engine(f"sqlite+aiosqlite:///{root}/rows.sqlite")
     await migrate(engine)
     t0 = time.perf_counter()
-    async with RowWriter(session_factory(engine)) as rows:
+    async with RowWriter(session_factory(engine)) as writer:
         for t, curves in zip(targets, lcs, strict=True):
-            await rows.put(Upsert(Source, [source_row(t, "bench")], ("name",)))
-            await rows.put(
-                Upsert(
-                    RawPhotometry,
-                    [
-                        {
-                            "source_name": t.name,
-                            "observatory": "ztf",
-                            "status": "ok",
-                            "filename": "x",
-                            "filekey": t.name,
-                            "num_rows": 1,
-                            "nbytes": 1,
-                        }
-                    ],
-                    ("source_name", "observatory"),
-                )
-            )
+            await writer.put(rows.upsert_sources([rows.source_row(t, "bench")]))
+            await writer.put(rows.upsert_raw([rows.raw_row(t.name, "ztf", "x", num_rows=1, nbytes=1)]))
             lc_rows = [
                 {
-                    "source_name": t.name,
-                    "observatory": "ztf",
-                    "project": "P",
-                    "cfg_hash": "",
+                    **rows.product_key(t.name, "ztf", "P", ""),
                     "series_number": k + 1,
                     "series_total": len(curves),
                     "simulation_number": 0,
@@ -203,21 +183,8 @@ async def _row_cost(root: Path, targets: list, lcs: list) -> float:  # type: ign
                 }
                 for k, lc in enumerate(curves)
             ]
-            await rows.put(
-                Upsert(
-                    Lightcurve,
-                    lc_rows,
-                    (
-                        "source_name",
-                        "observatory",
-                        "project",
-                        "cfg_hash",
-                        "series_number",
-                        "simulation_number",
-                    ),
-                )
-            )
-        await rows.flush()
+            await writer.put(rows.upsert_lightcurves(lc_rows))
+        await writer.flush()
     elapsed = (time.perf_counter() - t0) / len(targets)
     await engine.dispose()
     return elapsed

@@ -2,7 +2,9 @@
 
 Installed as ``aretriever.store``. See :mod:`aretriever.store.paths` for the folder layout,
 :mod:`aretriever.store.hdf5` for the file format and :mod:`aretriever.store.writers` for the rule
-that only the writer tasks write (files before rows).
+that only the writer tasks write (files before rows), :mod:`aretriever.store.rows` for the one
+builder of each row kind and :mod:`aretriever.store.queries` / :mod:`aretriever.store.workqueue`
+for every statement run outside the writer: SQL lives in this package only.
 """
 
 from __future__ import annotations

@@ -57,6 +57,14 @@ class Stage(StrEnum):
     WRITE = "write"
 
 
+class WorkState(StrEnum):
+    """Where a ``work_items`` row is: pending -> claimed (under a lease) -> done."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -488,7 +496,9 @@ class WorkItem(Base):
     catalog: Mapped[str] = mapped_column(sa.String)
     source_name: Mapped[str] = mapped_column(sa.String)
     target: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    state: Mapped[str] = mapped_column(sa.String, default="pending", server_default="pending")
+    state: Mapped[str] = mapped_column(
+        sa.String, default=WorkState.PENDING.value, server_default=WorkState.PENDING.value
+    )
     worker: Mapped[str | None] = mapped_column(sa.String)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claims: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")

@@ -15,12 +15,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.cli.exits import EXIT_OK, exit_code
 from aretriever.cli.options import add_config_options, config_from_args
@@ -28,8 +27,12 @@ from aretriever.config import data_root_of, db_url_of
 from aretriever.errors import StoreError
 from aretriever.plotting import NoLightcurvesError, detection_mapping, plot_source, save_png
 from aretriever.settings import Config
-from aretriever.store import db, paths
-from aretriever.store.models import Detection, Lightcurve, Source
+from aretriever.store import db, paths, queries
+from aretriever.store.models import Lightcurve, Source
+from aretriever.store.queries import Sessions
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 # --------------------------------------------------------------------------------------------
 # reading a source from the store
@@ -56,15 +59,6 @@ class SourcePlotInputs:
         return f"{self.name}{where} - project {self.project}{version}"
 
 
-def _lightcurve_query(name: str, project: str | None, observatory: str | None) -> sa.Select[Any]:
-    query = sa.select(Lightcurve).where(Lightcurve.source_name == name, Lightcurve.simulation_number == 0)
-    if project is not None:
-        query = query.where(Lightcurve.project == project)
-    if observatory is not None:
-        query = query.where(Lightcurve.observatory == observatory)
-    return query.order_by(Lightcurve.observatory, Lightcurve.time_start_mjd, Lightcurve.series_number)
-
-
 def _newest_product_set(lcs: list[Lightcurve]) -> list[Lightcurve]:
     """Only the (project, config hash) written last: versions of one product never share a plot."""
     newest = max(lcs, key=lambda lc: lc.created_at)
@@ -72,18 +66,7 @@ def _newest_product_set(lcs: list[Lightcurve]) -> list[Lightcurve]:
 
 
 async def _detections(session: AsyncSession, lcs: list[Lightcurve]) -> list[dict[str, Any]]:
-    first = lcs[0]
-    rows = await session.scalars(
-        sa.select(Detection)
-        .where(
-            Detection.source_name == first.source_name,
-            Detection.project == first.project,
-            Detection.cfg_hash == first.cfg_hash,
-            Detection.observatory.in_(sorted({lc.observatory for lc in lcs})),
-        )
-        .order_by(Detection.observatory, Detection.series_number, Detection.time_peak_mjd)
-    )
-    return [dict(detection_mapping(d)) for d in rows]
+    return [dict(detection_mapping(d)) for d in await queries.detections_of(session, lcs)]
 
 
 def _no_lightcurves(name: str, project: str | None, observatory: str | None, why: str) -> NoLightcurvesError:
@@ -94,10 +77,9 @@ def _no_lightcurves(name: str, project: str | None, observatory: str | None, why
 
 
 async def _explain_missing(session: AsyncSession, name: str) -> str:
-    if await session.scalar(sa.select(Source.name).where(Source.name == name)) is None:
+    if not await queries.source_exists(session, name):
         return "no source of that name in the database"
-    query = sa.select(Lightcurve.project).where(Lightcurve.source_name == name).distinct()
-    projects = sorted(await session.scalars(query))
+    projects = await queries.lightcurve_projects(session, name)
     if not projects:
         return "the source has none in any project (no data, or not reduced)"
     return f"the source has some in project(s) {', '.join(map(repr, projects))} (use --project)"
@@ -108,7 +90,7 @@ def _read_tables(lcs: Sequence[Lightcurve], data_root: Path | None) -> list[tupl
 
 
 async def load_source_plot_inputs(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     name: str,
     *,
     project: str | None = None,
@@ -130,12 +112,12 @@ async def load_source_plot_inputs(
         A table cannot be read from its file.
     """
     async with sessions() as session:
-        lcs = list(await session.scalars(_lightcurve_query(name, project, observatory)))
+        lcs = await queries.real_lightcurves(session, name, project, observatory)
         if not lcs:
             raise _no_lightcurves(name, project, observatory, await _explain_missing(session, name))
         lcs = _newest_product_set(lcs)
         detections = await _detections(session, lcs)
-        source = await session.scalar(sa.select(Source).where(Source.name == name))
+        source = await queries.source(session, name)
     tables = await asyncio.to_thread(_read_tables, lcs, data_root)
     return SourcePlotInputs(name, lcs[0].project, lcs[0].cfg_hash, tables, detections, source)
 

@@ -29,7 +29,6 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.adapters import available, get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
@@ -47,9 +46,10 @@ from aretriever.settings import Config, LaneConfig
 from aretriever.store import owners, paths, product_folders
 from aretriever.store.db import create_engine, migrate, retry_transient, session_factory
 from aretriever.store.hdf5 import atomic_path
-from aretriever.store.models import Failure, WorkItem
 from aretriever.store.product_folders import check_project_folder
-from aretriever.store.writers import FileWriter, RowWriter, Upsert
+from aretriever.store.queries import Sessions
+from aretriever.store.rows import catalog_failure
+from aretriever.store.writers import FileWriter, RowWriter
 
 log = logging.getLogger("aretriever.engine.core")
 
@@ -149,7 +149,7 @@ class Engine:
         self._lanes: dict[str, _LaneRuntime] = {}
         self._adapters = {name: get_adapter(name, cfg) for name in self.observatories}
         self._stores: Stores | None = None
-        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._sessions: Sessions | None = None
         self._queue: WorkQueue | None = None
         self._pending: Counter[str] = Counter()  # shared queue: lane results still due per source
         if cfg.engine.shared_queue and not self.db_url.startswith("postgresql"):
@@ -543,27 +543,16 @@ class Engine:
         if self._pending[result.source] > 0:
             return
         del self._pending[result.source]
-        row = self._queue.done_row(result.source)
-        if row is not None:
-            keys = ("catalog", "source_name")
-            await self._stores.rows.put(Upsert(WorkItem, [row], keys, ("state", "worker", "lease_until")))
+        done = self._queue.done(result.source)
+        if done is not None:
+            await self._stores.rows.put(done)
 
     async def _record_bad_rows(self, bad: list[BadRow], stores: Stores) -> None:
         for row in bad:
             log.warning("catalog: row %d (%s): %s", row.index, row.name, row.reason)
             reason = "bad_coordinates" if row.reason.startswith("bad coordinates") else "bad_row"
             self.summary.bad_rows[reason] += 1
-            failure = {
-                "source_name": row.name,
-                "observatory": "",
-                "stage": "catalog",
-                "reason": reason,
-                "attempts": 1,
-                "last_error": row.reason,
-                "resolved": False,
-            }
-            keys = ("source_name", "observatory", "stage")
-            await stores.rows.put(Upsert(Failure, [failure], keys, ("reason", "last_error", "resolved")))
+            await stores.rows.put(catalog_failure(row.name, reason, row.reason))
 
     async def _skip_checker(
         self,
@@ -666,6 +655,6 @@ class Engine:
         return self._stores.rows if self._stores is not None else None
 
     @property
-    def sessions(self) -> async_sessionmaker[AsyncSession] | None:
+    def sessions(self) -> Sessions | None:
         """The database sessions while the engine is open, else None."""
         return self._sessions if self._stores is not None else None

@@ -27,16 +27,15 @@ from aretriever.errors import FetchError, MalformedResponse, StoreError
 from aretriever.redact import redact
 from aretriever.retry import is_transient
 from aretriever.settings import AnalysisConfig
-from aretriever.store import paths
+from aretriever.store import paths, rows
 from aretriever.store.hdf5 import Tables, h5_nrows
-from aretriever.store.models import Detection, Failure, Lightcurve, Properties, RawPhotometry, Source
-from aretriever.store.writers import FileWriter, Replace, RowWriter, Upsert
+from aretriever.store.models import Stage
+from aretriever.store.rows import source_row as source_row  # its home before store/rows
+from aretriever.store.writers import FileWriter, RowWriter
 
 log = logging.getLogger("aretriever.engine.pipeline")
 
 Row = dict[str, Any]
-
-_SOURCE_COLUMNS = ("ra_deg", "dec_deg", "mag", "pmra_mas_yr", "pmdec_mas_yr", "catalog", "cat_index")
 
 
 class HistogramSink(Protocol):
@@ -97,20 +96,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def source_row(target: Target, catalog: str) -> dict[str, Any]:
-    """The ``sources`` row for a target."""
-    return {
-        "name": target.name,
-        "ra_deg": target.ra_deg,
-        "dec_deg": target.dec_deg,
-        "mag": target.mag,
-        "pmra_mas_yr": target.pmra_mas_yr,
-        "pmdec_mas_yr": target.pmdec_mas_yr,
-        "catalog": catalog,
-        "cat_index": target.index,
-    }
-
-
 def raw_attrs(target: Target, observatory: str, fetched: Fetched) -> dict[str, Any]:
     """Metadata kept beside the raw table, so a file alone says what it holds."""
     return {
@@ -157,12 +142,12 @@ class SourcePipeline:
         try:
             return await self._dispatch(decision)
         except FetchError as exc:
-            return await self._fail(decision, "fetch", exc)
+            return await self._fail(decision, Stage.FETCH, exc)
         except StoreError as exc:
-            return await self._fail(decision, "write", exc)
+            return await self._fail(decision, Stage.WRITE, exc)
         except Exception as exc:  # a bad source never stops the run; the traceback goes to the log
             log.exception("%s: %s failed", self.observatory, decision.target.name)
-            return await self._fail(decision, "reduce", exc)
+            return await self._fail(decision, Stage.REDUCE, exc)
 
     async def _dispatch(self, d: Decision) -> SourceResult:
         if d.action is Action.SKIP:
@@ -229,19 +214,16 @@ class SourcePipeline:
     def _raw_row(
         self, target: Target, relpath: str | None, n: int, nbytes: int, fetched: Fetched | None
     ) -> dict[str, Any]:
-        status = "no_data" if relpath is None else ("ok" if n else "empty")
-        return {
-            "source_name": target.name,
-            "observatory": self.observatory,
-            "status": status,
-            "filename": relpath,
-            "filekey": paths.raw_key(target.name) if relpath else None,
-            "num_rows": n,
-            "nbytes": nbytes,
-            "url": fetched.url if fetched else None,
-            "meta": {"no_data_reason": fetched.no_data_reason} if fetched and fetched.no_data_reason else {},
-            "fetched_at": _now(),
-        }
+        reason = fetched.no_data_reason if fetched else None
+        return rows.raw_row(
+            target.name,
+            self.observatory,
+            relpath,
+            num_rows=n,
+            nbytes=nbytes,
+            url=fetched.url if fetched else None,
+            meta={"no_data_reason": reason} if reason else {},
+        )
 
     async def _store_no_data(self, d: Decision, fetched: Fetched) -> None:
         await self._submit_rows(d, self._raw_row(d.target, None, 0, 0, fetched), None)
@@ -264,39 +246,7 @@ class SourcePipeline:
         nbytes = await self._write(relpath, tables)
         if self.histograms is not None and self.analysis is not None:
             await self.histograms.add(target, lcs, self.observatory)
-        return [
-            self._lightcurve_row(target, lc, relpath, key, i, total, nbytes)
-            for i, (key, lc) in enumerate(zip(keys, lcs, strict=True), start=1)
-        ]
-
-    def _lightcurve_row(
-        self,
-        target: Target,
-        lc: ReducedTable,
-        relpath: str,
-        key: str,
-        number: int,
-        total: int,
-        nbytes: int,
-    ) -> dict[str, Any]:
-        return {
-            "source_name": target.name,
-            "observatory": self.observatory,
-            "project": self.products.project,
-            "cfg_hash": self.products.cfg_hash,
-            "series_number": number,
-            "series_total": total,
-            "simulation_number": 0,
-            "filename": relpath,
-            "filekey": key,
-            "num_rows": len(lc.records),
-            "nbytes": nbytes,
-            "filter": lc.filter,
-            "time_start_mjd": lc.time_start_mjd,
-            "time_end_mjd": lc.time_end_mjd,
-            "meta": dict(lc.meta),
-            **lc.stats,
-        }
+        return rows.lightcurve_rows(self._product_key(target), relpath, nbytes, lcs)
 
     async def _reduce_stored(self, d: Decision, outcome: Outcome) -> SourceResult:
         target = d.target
@@ -337,78 +287,35 @@ class SourcePipeline:
         result: CpuResult | None = None,
     ) -> None:
         """Rows go to the writer only now, after their files are complete."""
-        rows = self.stores.rows
-        await rows.put(Upsert(Source, [source_row(d.target, self.catalog)], ("name",), _SOURCE_COLUMNS))
+        writer = self.stores.rows
+        await writer.put(rows.upsert_sources([source_row(d.target, self.catalog)]))
         if raw is not None:
-            await rows.put(Upsert(RawPhotometry, [raw], ("source_name", "observatory")))
+            await writer.put(rows.upsert_raw([raw]))
         if lcs is not None:
-            where = self._product_key(d.target)
-            # replacing the lightcurves drops their detections too (ON DELETE CASCADE)
-            await rows.put(Replace(Lightcurve, {**where, "simulation_number": 0}, lcs))
+            await writer.put(rows.replace_lightcurves(self._product_key(d.target), lcs))
         if lcs is not None and result is not None and result.properties is not None:
             await self._submit_analysis(d.target, result)
         if d.failed_stages:
-            resolved = [
-                {
-                    "source_name": d.target.name,
-                    "observatory": self.observatory,
-                    "stage": stage,
-                    "reason": "resolved",
-                    "attempts": 0,
-                    "last_error": "",
-                    "first_at": _now(),
-                    "last_at": _now(),
-                    "resolved": True,
-                }
-                for stage in sorted(d.failed_stages)
-            ]
-            await rows.put(
-                Upsert(Failure, resolved, ("source_name", "observatory", "stage"), ("resolved", "last_at"))
-            )
+            await writer.put(rows.resolve_failures(d.target.name, self.observatory, d.failed_stages))
 
     def _product_key(self, target: Target) -> dict[str, Any]:
-        return {
-            "source_name": target.name,
-            "observatory": self.observatory,
-            "project": self.products.project,
-            "cfg_hash": self.products.cfg_hash,
-        }
+        return rows.product_key(target.name, self.observatory, self.products.project, self.products.cfg_hash)
 
     async def _submit_analysis(self, target: Target, result: CpuResult) -> None:
         """Detections of each lightcurve, then the properties that mark the source analysed."""
         key = self._product_key(target)
-        detections = [
-            {**key, "series_number": number, "simulation_number": 0, **event}
-            for number, lc in enumerate(result.lightcurves, start=1)
-            for event in lc.detections
-        ]
-        rows = self.stores.rows
-        await rows.put(Replace(Detection, key, detections))
-        await rows.put(Upsert(Properties, [{**key, **(result.properties or {})}], tuple(key)))
+        detections = rows.detection_rows(key, (lc.detections for lc in result.lightcurves))
+        await self.stores.rows.put(rows.replace_detections(key, detections))
+        await self.stores.rows.put(rows.upsert_properties(key, result.properties))
 
-    async def _fail(self, d: Decision, stage: str, exc: BaseException) -> SourceResult:
+    async def _fail(self, d: Decision, stage: Stage, exc: BaseException) -> SourceResult:
         reason = _failure_reason(exc)
         attempts = self.max_attempts if is_transient(exc) else 1
         log.warning("%s: %s failed at %s: %s", self.observatory, d.target.name, stage, exc)
-        row = {
-            "source_name": d.target.name,
-            "observatory": self.observatory,
-            "stage": stage,
-            "reason": reason,
-            "attempts": attempts,
-            "last_error": redact(str(exc))[:2000],
-            "first_at": _now(),
-            "last_at": _now(),
-            "resolved": False,
-        }
-        await self.stores.rows.put(
-            Upsert(
-                Failure,
-                [row],
-                ("source_name", "observatory", "stage"),
-                ("reason", "attempts", "last_error", "last_at", "resolved"),
-            )
-        )
+        error = redact(str(exc))[:2000]
+        name = d.target.name
+        row = rows.failure_row(name, self.observatory, stage, reason, attempts=attempts, last_error=error)
+        await self.stores.rows.put(rows.record_failure(row))
         return self._result(d.target, Outcome.FAILED, reason)
 
 

@@ -16,14 +16,14 @@ from enum import StrEnum
 from pathlib import Path
 
 import anyio
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.adapters.base import Target
 from aretriever.errors import StorageFault
-from aretriever.store import paths
+from aretriever.store import paths, queries
 from aretriever.store.hdf5 import verify_h5
-from aretriever.store.models import Failure, Lightcurve, Properties, RawPhotometry
+from aretriever.store.models import RawStatus
+from aretriever.store.queries import Sessions
+from aretriever.store.queries import StoredRaw as StoredRaw  # its home before store/queries
 
 
 class Action(StrEnum):
@@ -66,16 +66,6 @@ class Freshness:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredRaw:
-    """What the database says about a source's raw data."""
-
-    status: str
-    filename: str | None
-    nbytes: int | None
-    fetched_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class FileState:
     """What the disk says: size in bytes (None: missing) and, when verified, whether it opens."""
 
@@ -96,7 +86,7 @@ class Decision:
 
 def _raw_ok(row: StoredRaw, raw_file: FileState) -> str | None:
     """Why stored raw data cannot be trusted, or None."""
-    if row.status == "no_data":
+    if row.status == RawStatus.NO_DATA:
         return None
     if raw_file.size is None:
         return "raw file missing"
@@ -149,7 +139,7 @@ def _decide(
         return Action.REFETCH, problem
     if stale:
         return Action.REFETCH, "raw data older than the refresh age"
-    if not needs_reduction or row.status != "ok":
+    if not needs_reduction or row.status != RawStatus.OK:
         return Action.SKIP, "stored"
     if needs_analysis and analysed is None:
         return Action.REDUCE, "not analysed for this project"
@@ -160,60 +150,6 @@ def _decide(
     if lightcurves.size is None or not lightcurves.readable:
         return Action.REDUCE, "reduced file missing or unreadable"
     return Action.SKIP, "stored"
-
-
-async def _stored_raw(session: AsyncSession, observatory: str, names: list[str]) -> dict[str, StoredRaw]:
-    query = sa.select(
-        RawPhotometry.source_name,
-        RawPhotometry.status,
-        RawPhotometry.filename,
-        RawPhotometry.nbytes,
-        RawPhotometry.fetched_at,
-    ).where(RawPhotometry.observatory == observatory, RawPhotometry.source_name.in_(names))
-    return {
-        name: StoredRaw(status, fn, nbytes, fetched_at)
-        for name, status, fn, nbytes, fetched_at in await session.execute(query)
-    }
-
-
-async def _stored_lightcurves(
-    session: AsyncSession, observatory: str, names: list[str], products: Products
-) -> dict[str, tuple[str | None, int | None]]:
-    query = sa.select(Lightcurve.source_name, Lightcurve.filename, Lightcurve.nbytes).where(
-        Lightcurve.observatory == observatory,
-        Lightcurve.project == products.project,
-        Lightcurve.cfg_hash == products.cfg_hash,
-        Lightcurve.simulation_number == 0,
-        Lightcurve.source_name.in_(names),
-    )
-    return {name: (fn, nb) for name, fn, nb in await session.execute(query)}
-
-
-async def _analysed(
-    session: AsyncSession, observatory: str, names: list[str], products: Products
-) -> dict[str, int]:
-    query = sa.select(Properties.source_name, Properties.num_lightcurves).where(
-        Properties.observatory == observatory,
-        Properties.project == products.project,
-        Properties.cfg_hash == products.cfg_hash,
-        Properties.source_name.in_(names),
-    )
-    return {name: n for name, n in await session.execute(query)}
-
-
-async def _open_failures(
-    session: AsyncSession, observatory: str, names: list[str]
-) -> tuple[dict[str, frozenset[str]], dict[str, datetime]]:
-    """Unresolved failure stages per source, and each source's latest failure time."""
-    query = sa.select(Failure.source_name, Failure.stage, Failure.last_at).where(
-        Failure.observatory == observatory, Failure.resolved.is_(False), Failure.source_name.in_(names)
-    )
-    stages: dict[str, set[str]] = {}
-    latest: dict[str, datetime] = {}
-    for name, stage, last_at in await session.execute(query):
-        stages.setdefault(name, set()).add(stage)
-        latest[name] = max(latest.get(name, last_at), last_at)
-    return {name: frozenset(s) for name, s in stages.items()}, latest
 
 
 def _before(when: datetime | None, limit: datetime | None) -> bool:
@@ -267,7 +203,7 @@ def check_observatory_folder(data_root: Path, observatory: str, stored_files: in
 
 
 async def check_batch(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: Sessions,
     observatory: str,
     targets: Sequence[Target],
     products: Products,
@@ -279,13 +215,16 @@ async def check_batch(
     """Decide, for a batch of targets, what each needs: three queries and a stat per file."""
     names = [t.name for t in targets]
     async with sessions() as session:
-        raw = await _stored_raw(session, observatory, names)
-        lcs = await _stored_lightcurves(session, observatory, names, products) if products.reduce else {}
-        analysed = await _analysed(session, observatory, names, products) if products.analyze else {}
-        failures, failed_at = await _open_failures(session, observatory, names)
+        raw = await queries.stored_raw(session, observatory, names)
+        version = (products.project, products.cfg_hash)
+        lcs = (
+            await queries.stored_lightcurves(session, observatory, names, *version) if products.reduce else {}
+        )
+        analysed = await queries.analysed(session, observatory, names, *version) if products.analyze else {}
+        failures, failed_at = await queries.open_failures(session, observatory, names)
 
     def on_disk() -> list[Decision]:
-        stored = sum(1 for row in raw.values() if row.filename and row.status != "no_data")
+        stored = sum(1 for row in raw.values() if row.filename and row.status != RawStatus.NO_DATA)
         check_observatory_folder(data_root, observatory, stored)
         return [
             _decide_one(t, raw.get(t.name), lcs.get(t.name), failures.get(t.name, frozenset()))

@@ -20,12 +20,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from aretriever.adapters.base import Target
-from aretriever.store.models import WorkItem
+from aretriever.store import rows, workqueue
+from aretriever.store.queries import Sessions
+from aretriever.store.writers import Upsert
 
 log = logging.getLogger("aretriever.engine.workqueue")
 
@@ -58,9 +56,7 @@ class WorkQueue:
         How long a claim holds without a heartbeat (the heartbeat renews it every third of it).
     """
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], catalog: str, *, lease_s: float, worker: str = ""
-    ) -> None:
+    def __init__(self, sessions: Sessions, catalog: str, *, lease_s: float, worker: str = "") -> None:
         self.sessions = sessions
         self.catalog = catalog
         self.lease = timedelta(seconds=lease_s)
@@ -71,45 +67,15 @@ class WorkQueue:
         """Add these sources (those already queued are left as they are); returns how many were new."""
         if not targets:
             return 0
-        rows = [{"catalog": self.catalog, "source_name": t.name, "target": target_doc(t)} for t in targets]
-        statement = insert(WorkItem).values(rows).on_conflict_do_nothing(constraint="uq_work_items_key")
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(statement)
-        return int(getattr(result, "rowcount", 0) or 0)
+        docs = [(t.name, target_doc(t)) for t in targets]
+        return await workqueue.enqueue(self.sessions, self.catalog, docs)
 
     async def claim(self, size: int) -> list[Target]:
         """Up to ``size`` pending items, or items whose lease lapsed, now held by this worker."""
         now = datetime.now(UTC)
-        free = (
-            sa.select(WorkItem.id)
-            .where(
-                WorkItem.catalog == self.catalog,
-                sa.or_(
-                    WorkItem.state == "pending",
-                    sa.and_(WorkItem.state == "claimed", WorkItem.lease_until < now),
-                ),
-            )
-            .order_by(WorkItem.id)
-            .limit(size)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        statement = (
-            sa.update(WorkItem)
-            .where(WorkItem.id.in_(free))
-            .values(
-                state="claimed",
-                worker=self.worker,
-                lease_until=now + self.lease,
-                claims=WorkItem.claims + 1,
-                updated_at=now,
-            )
-            .returning(WorkItem.id, WorkItem.target, WorkItem.claims)
-        )
-        async with self.sessions() as session, session.begin():
-            claimed = (await session.execute(statement)).all()
+        claimed = await workqueue.claim(self.sessions, self.catalog, self.worker, size, now, now + self.lease)
         targets = []
-        for _, doc, claims in sorted(claimed):
+        for _, doc, claims in claimed:
             target = target_of(doc)
             self.held[target.name] = target
             if claims > 1:
@@ -119,31 +85,15 @@ class WorkQueue:
 
     async def heartbeat(self) -> int:
         """Renew the lease of every item this worker holds; returns how many."""
-        statement = (
-            sa.update(WorkItem)
-            .where(WorkItem.worker == self.worker, WorkItem.state == "claimed")
-            .values(lease_until=datetime.now(UTC) + self.lease)
-        )
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(statement)
-        return int(getattr(result, "rowcount", 0) or 0)
+        return await workqueue.renew(self.sessions, self.worker, datetime.now(UTC) + self.lease)
 
-    def done_row(self, name: str) -> dict[str, Any] | None:
-        """The row that marks a held item done (an upsert on its key, for the row writer)."""
+    def done(self, name: str) -> Upsert | None:
+        """The upsert that marks a held item done (for the row writer), None if not held."""
         target = self.held.pop(name, None)
         if target is None:
             return None
-        return {
-            "catalog": self.catalog,
-            "source_name": name,
-            "target": target_doc(target),
-            "state": "done",
-            "worker": self.worker,
-            "lease_until": None,
-        }
+        return rows.work_done(self.catalog, name, target_doc(target), self.worker)
 
     async def open_items(self) -> int:
         """Items of this catalog not done yet (pending, or claimed by anyone)."""
-        query = sa.select(sa.func.count()).where(WorkItem.catalog == self.catalog, WorkItem.state != "done")
-        async with self.sessions() as session:
-            return int(await session.scalar(query) or 0)
+        return await workqueue.open_items(self.sessions, self.catalog)

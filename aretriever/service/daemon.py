@@ -31,19 +31,19 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
-import sqlalchemy as sa
 from aiohttp import web
 
 from aretriever.cli.exits import report
 from aretriever.cli.options import add_config_options, config_from_args
 from aretriever.engine.pipeline import SourceResult
 from aretriever.engine.summary import Outcome, RunSummary
-from aretriever.errors import AretrieverError, ConfigError, cause, leaves
+from aretriever.errors import AretrieverError, ConfigError, StoreError, cause, leaves
 from aretriever.redact import redact
 from aretriever.service import logs
 from aretriever.service.metrics import EngineMetrics
 from aretriever.service.retriever import Retriever
 from aretriever.settings import Config, DaemonConfig
+from aretriever.store.queries import check_database
 
 log = logging.getLogger("aretriever.service.daemon")
 
@@ -211,9 +211,8 @@ class Daemon:
             return web.json_response({"status": "starting"}, status=503)
         try:
             with anyio.fail_after(HEALTH_TIMEOUT_S):
-                async with sessions() as session:
-                    await session.execute(sa.text("SELECT 1"))
-        except (TimeoutError, sa.exc.SQLAlchemyError, OSError) as exc:
+                await check_database(sessions)
+        except (TimeoutError, StoreError) as exc:
             answer = {"status": "database unreachable", "error": redact(str(exc))}
             return web.json_response(answer, status=503)
         return web.json_response({"status": "ok", "database": "ok"})

@@ -42,21 +42,20 @@ from typing import Any
 
 import anyio
 import h5py
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever import adapters
 from aretriever.catalogs.core import SearchableCatalog, chunk_to_targets
 from aretriever.catalogs.index import Lookups
 from aretriever.config import data_root_of, db_url_of
-from aretriever.engine.pipeline import source_row
 from aretriever.errors import CatalogError, ConfigError, StoreError
 from aretriever.settings import ColumnMap, Config
-from aretriever.store import paths
+from aretriever.store import paths, queries, rows
 from aretriever.store.db import create_engine, migrate, session_factory
 from aretriever.store.hdf5 import read_attrs
-from aretriever.store.models import RawPhotometry, Source
-from aretriever.store.writers import RowWriter, Upsert
+from aretriever.store.models import RawStatus
+from aretriever.store.queries import Sessions
+from aretriever.store.queries import StoredRaw as StoredRaw  # its home before store/queries
+from aretriever.store.writers import RowWriter
 
 log = logging.getLogger("aretriever.cli.populate")
 
@@ -226,7 +225,7 @@ class CatalogMatcher:
         if bad:
             log.warning("populate: catalog row of %s unusable (%s); named from the file", name, bad[0].reason)
             return None
-        return source_row(targets[0], self.catalog.name)
+        return rows.source_row(targets[0], self.catalog.name)
 
 
 def _finite(value: object) -> float | None:
@@ -271,16 +270,7 @@ def attrs_source_row(name: str, attrs: dict[str, Any]) -> Row:
     ra, dec = _finite(attrs.get("ra_deg")), _finite(attrs.get("dec_deg"))
     if ra is None or dec is None:
         raise StoreError(f"no usable ra_deg/dec_deg attributes for {name!r}")
-    return {
-        "name": name,
-        "ra_deg": ra,
-        "dec_deg": dec,
-        "mag": _finite(attrs.get("mag")),
-        "pmra_mas_yr": None,
-        "pmdec_mas_yr": None,
-        "catalog": None,
-        "cat_index": None,
-    }
+    return rows.bare_source_row(name, ra, dec, _finite(attrs.get("mag")))
 
 
 def raw_row(file: RawFile, table: Table, name: str) -> Row:
@@ -291,18 +281,17 @@ def raw_row(file: RawFile, table: Table, name: str) -> Row:
     if fetched_at is None:
         meta["fetched_at_from"] = "file mtime"
     url = attrs.get("url")
-    return {
-        "source_name": name,
-        "observatory": file.observatory,
-        "status": "ok" if table.num_rows else "empty",
-        "filename": file.relpath,
-        "filekey": table.key,
-        "num_rows": table.num_rows,
-        "nbytes": file.nbytes,
-        "url": url if isinstance(url, str) else None,
-        "meta": meta,
-        "fetched_at": fetched_at or file.mtime,
-    }
+    return rows.raw_row(
+        name,
+        file.observatory,
+        file.relpath,
+        num_rows=table.num_rows,
+        nbytes=file.nbytes,
+        url=url if isinstance(url, str) else None,
+        meta=meta,
+        fetched_at=fetched_at or file.mtime,
+        filekey=table.key,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,20 +355,10 @@ def read_batch(root: Path, lane: str, files: Sequence[Path], matcher: CatalogMat
 # -------------------------------------------------------------------------- rows already stored
 
 
-@dataclass(frozen=True, slots=True)
-class StoredRaw:
-    """What the database holds for one source and observatory."""
-
-    status: str
-    filename: str | None
-    nbytes: int | None
-    fetched_at: datetime
-
-
 def stored_is_intact(root: Path, stored: StoredRaw) -> bool:
     """True if a stored row's own data hold: its file with the recorded size, or no_data (blocking)."""
     if stored.filename is None:
-        return stored.status == "no_data"
+        return stored.status == RawStatus.NO_DATA
     try:
         size = paths.resolve(root, stored.filename).stat().st_size
     except (OSError, StoreError):
@@ -394,19 +373,7 @@ def keep_stored(stored: StoredRaw | None, raw: Row, intact: bool) -> bool:
     if stored.filename == raw["filename"] and stored.nbytes == raw["nbytes"]:
         return True  # already points to this very file
     fetched_at: datetime = raw["fetched_at"]
-    return stored.fetched_at >= fetched_at
-
-
-async def _stored_rows(
-    sessions: async_sessionmaker[AsyncSession], names: Sequence[str]
-) -> dict[tuple[str, str], StoredRaw]:
-    r = RawPhotometry
-    query = sa.select(r.source_name, r.observatory, r.status, r.filename, r.nbytes, r.fetched_at).where(
-        r.source_name.in_(names)
-    )
-    async with sessions() as session:
-        result = await session.execute(query)
-        return {(n, o): StoredRaw(s, f, b, t) for n, o, s, f, b, t in result}
+    return stored.fetched_at is not None and stored.fetched_at >= fetched_at
 
 
 def _latest(found: Sequence[Found]) -> list[Found]:
@@ -422,7 +389,7 @@ def _latest(found: Sequence[Found]) -> list[Found]:
 @dataclass(slots=True)
 class _Run:
     root: Path
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     rows: RowWriter
     summary: PopulateSummary
     names: set[str] = field(default_factory=set)
@@ -438,7 +405,7 @@ class _Run:
         self.names.update(f.key[0] for f in found)
         if with_catalog:
             self.missing.update(f.key[0] for f in found if not f.matched)
-        stored = await _stored_rows(self.sessions, sorted({f.key[0] for f in found}))
+        stored = await queries.stored_raw_all_observatories(self.sessions, sorted({f.key[0] for f in found}))
         stored = {key: stored[key] for key in {f.key for f in found} & stored.keys()}
         intact = await anyio.to_thread.run_sync(self._intact, stored)
         write = [f for f in found if not keep_stored(stored.get(f.key), f.raw, f.key in intact)]
@@ -452,11 +419,11 @@ class _Run:
         matched = {f.source["name"]: f.source for f in found if f.matched}
         named = {f.source["name"]: f.source for f in found if not f.matched}
         if matched:  # the catalog's values, as a fetch writes them
-            await self.rows.put(Upsert(Source, list(matched.values()), ("name",)))
+            await self.rows.put(rows.upsert_sources(list(matched.values())))
         if named:  # from the file: only where there is no row (never over catalog values)
-            await self.rows.put(Upsert(Source, list(named.values()), ("name",), ()))
+            await self.rows.put(rows.upsert_sources(list(named.values()), overwrite=False))
         if write:
-            await self.rows.put(Upsert(RawPhotometry, [f.raw for f in write], ("source_name", "observatory")))
+            await self.rows.put(rows.upsert_raw([f.raw for f in write]))
             self.summary.raw_rows += len(write)
         # the next batch reads stored rows: these must be committed by then
         await self.rows.flush()

@@ -26,10 +26,8 @@ from typing import Any
 
 import anyio
 import pandas as pd
-import sqlalchemy as sa
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
-from sqlalchemy.orm import selectinload
 
 from aretriever.adapters.base import Target
 from aretriever.catalogs.core import Catalog, chunk_to_targets
@@ -40,6 +38,7 @@ from aretriever.engine.pipeline import SourceResult
 from aretriever.engine.summary import RunSummary
 from aretriever.errors import CatalogError, ConfigError
 from aretriever.settings import ColumnMap, Config
+from aretriever.store import queries
 from aretriever.store.models import Source
 
 _RESULTS_BUFFER = 256
@@ -192,18 +191,7 @@ class Retriever:
         engine = self.engine
         if engine.sessions is None:
             raise RuntimeError("retriever: use it inside 'async with Retriever(...)'")
-        query = (
-            sa.select(Source)
-            .where(Source.name == name)
-            .options(
-                selectinload(Source.raw_photometry),
-                selectinload(Source.lightcurves),
-                selectinload(Source.detections),
-                selectinload(Source.properties),
-            )
-        )
-        async with engine.sessions() as session:
-            source = await session.scalar(query)
+        source = await queries.source_with_products(engine.sessions, name)
         if source is not None:
             for raw in source.raw_photometry:
                 raw.bind_data_root(self.data_root)
