@@ -24,14 +24,15 @@ import pandas as pd
 from aretriever.adapters import get_adapter
 from aretriever.adapters.base import Adapter, Fetched, Target
 from aretriever.catalogs.core import SearchableCatalog, chunk_to_targets, open_catalog
-from aretriever.config import data_root_of, db_url_of, load_config
+from aretriever.config import load_config
 from aretriever.engine.core import Engine, products_for
-from aretriever.engine.lane import Lane
 from aretriever.engine.summary import Outcome, RunSummary
 from aretriever.errors import ConfigError
+from aretriever.http import Lane
 from aretriever.service.retriever import target_from
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import hdf5, paths, queries, rows
+from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.models import Lightcurve, RawPhotometry, RawStatus, Source
 from aretriever.store.sessions import Session
 from aretriever.syncrun import run_sync as _run_sync

@@ -53,6 +53,13 @@ class NoLightcurvesError(PlotError):
     """The source has no lightcurves to plot."""
 
 
+class RawLike(Protocol):
+    """What a raw plot needs of a ``raw_photometry`` row."""
+
+    observatory: str
+    source_name: str
+
+
 class LightcurveLike(Protocol):
     """What a plot needs of a ``lightcurves`` row (:class:`~aretriever.store.models.Lightcurve`).
 
@@ -375,3 +382,13 @@ def save_png(fig: Figure, out: Path, *, dpi: int = 120) -> Path:
     with atomic_path(out, "plot") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return out
+
+
+def plot_raw(raw: RawLike, data: pd.DataFrame, *, ax: Axes | None = None) -> Axes | None:
+    """Raw photometry: magnitude against MJD, one colour per filter (``filtercode``, ``filter`` or
+    none); None when there is nothing to plot. Registered as the ``raw`` plotter."""
+    column = next((c for c in ("filtercode", "filter") if c in data), None)
+    groups = data.groupby(column, sort=True) if column else [(raw.observatory, data)]
+    for band, part in groups:
+        ax = plot_lightcurve(part, filter=str(band), ax=ax, label=f"{raw.source_name} {band}")
+    return ax

@@ -30,7 +30,7 @@ import pandas as pd
 
 from aretriever.catalogs.core import Catalog
 from aretriever.catalogs.remote import open_catalog_async
-from aretriever.config import data_root_of, db_url_of, load_config, public_dict
+from aretriever.config import load_config, public_dict
 from aretriever.engine.core import Engine, products_for, write_version_config
 from aretriever.engine.histogram_io import histogram_path, load_histograms
 from aretriever.engine.skipcheck import Products
@@ -41,6 +41,7 @@ from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import Config, ProjectConfig
 from aretriever.store import paths, product_folders, queries
 from aretriever.store.db import create_engine, migrate, session_factory
+from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.queries import Sessions
 from aretriever.syncrun import run_sync as _run_sync
 

@@ -9,6 +9,7 @@ created; the first query does. Rows are written only by :class:`aretriever.store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -16,7 +17,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,10 +80,9 @@ def normalize_url(url: str) -> str:
 def resolve_db_url(cfg: StoreConfig, data_root: Path) -> str:
     """The async database URL of ``cfg`` with DATA_ROOT ``data_root`` (unless ``cfg`` names one).
 
-    Kept for callers of the store alone; the computation is :func:`aretriever.config.db_url_of`.
+    Kept for callers of the store alone; the computation is :func:`aretriever.store.locations.db_url_of`.
     """
-    # imported here: aretriever.config imports this module's constants
-    from aretriever.config import db_url_of
+    from aretriever.store.locations import db_url_of  # it imports this module's constants
 
     return db_url_of(cfg if cfg.data_root else cfg.model_copy(update={"data_root": data_root}))
 
@@ -342,6 +342,41 @@ def retry_delay(
         jitter=1.0,  # no randomness: a few processes at most wait on one database
     )
     return d.delay_s if d.retry else None
+
+
+def require_existing(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist: opening it would create an empty database.
+
+    Raises
+    ------
+    StoreError
+        Naming the missing file.
+    """
+    parsed = make_url(url)
+    database = parsed.database or ""
+    local = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if local and not database.startswith("file:") and not Path(database).expanduser().exists():
+        raise StoreError(f"store: no database at {database} (run python -m aretriever.fetch first)")
+
+
+@contextlib.asynccontextmanager
+async def reading(url: str, *, statement_timeout_s: float) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on an existing database, for tools that only read (plots, exports).
+
+    Raises
+    ------
+    StoreError
+        The database is missing, or a read failed (the URL shown without its password).
+    """
+    require_existing(url)
+    engine = create_engine(url, statement_timeout_s=statement_timeout_s)
+    try:
+        yield session_factory(engine)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise StoreError(f"store: cannot read {shown}: {exc}") from exc
+    finally:
+        await engine.dispose()
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 from aretriever.errors import StoreError
+from aretriever.store.plotters import plotter
 
 from . import hdf5, paths
 
@@ -286,13 +287,7 @@ class RawPhotometry(DataFileMixin, Base):
     def plot(self, ax: Axes | None = None) -> Axes:
         """Plot the raw photometry: magnitude against MJD, one colour per filter (``filtercode``,
         ``filter`` or none); reads ``data`` if needed."""
-        from aretriever.plotting import plot_lightcurve  # matplotlib is imported only when plotting
-
-        data = self.data
-        column = next((c for c in ("filtercode", "filter") if c in data), None)
-        groups = data.groupby(column, sort=True) if column else [(self.observatory, data)]
-        for band, part in groups:
-            ax = plot_lightcurve(part, filter=str(band), ax=ax, label=f"{self.source_name} {band}")
+        ax = plotter("raw")(self, self.data, ax=ax)
         if ax is None:
             raise StoreError(f"store: {self!r} has no rows to plot")
         return ax
@@ -367,11 +362,10 @@ class Lightcurve(DataFileMixin, Base):
     ) -> Axes:
         """Plot this lightcurve: magnitude vs MJD by filter, its robust band, ``detections`` marked.
 
-        Reads ``data`` from disk if needed; see :func:`aretriever.plotting.plot_lightcurve`.
+        Reads ``data`` from disk if needed; drawn by the registered plotter (:mod:`.plotters`).
         """
-        from aretriever.plotting import plot_row  # matplotlib is imported only when plotting
-
-        return plot_row(self, self.data, detections=detections, ax=ax, label=label)
+        drawn: Axes = plotter("lightcurve")(self, self.data, detections=detections, ax=ax, label=label)
+        return drawn
 
     def __repr__(self) -> str:
         return (

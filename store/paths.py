@@ -23,7 +23,7 @@ from typing import Final
 
 from aretriever.errors import StoreError
 
-# DATA_ROOT itself is resolved once, with the config: aretriever.config.data_root_of
+# DATA_ROOT itself is resolved once, with the config: aretriever.store.locations.data_root_of
 DATA_ROOT_ENV = "RETRIEVER_DATA"
 DEFAULT_DATA_ROOT = "data"
 MAX_NAME_CHARS = 100

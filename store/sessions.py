@@ -9,7 +9,7 @@ shows::
         sources = session.scalars(sa.select(Source).where(Source.mag < 17)).all()
 
 The database is the one the engine uses: ``$ARETRIEVER_DB_URL``, else the SQLite file in
-DATA_ROOT (``use_database(url)`` points them elsewhere), as :func:`aretriever.config.db_url_of`
+DATA_ROOT (``use_database(url)`` points them elsewhere), as :func:`aretriever.store.locations.db_url_of`
 resolves them. Rows read here carry their DATA_ROOT (``Session(data_root=...)``, else the
 resolved default), so ``lc.data`` reads the right file; this replaces the seed's
 ``dataset.DATA_ROOT = ...``.
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session as OrmSession
 from aretriever.settings import StoreConfig
 
 from .db import STATEMENT_TIMEOUT_S, normalize_url
+from .locations import data_root_of, db_url_of
 from .models import DataFileMixin
 
 # ``SmartSession(False)`` and this switch give a session that touches no database (the seed's
@@ -59,16 +60,11 @@ def default_url() -> str:
     """The database ``Session()`` opens: :func:`use_database`'s, else the configured default."""
     if _url_override:
         return _url_override
-    # imported here: aretriever.config imports the store
-    from aretriever.config import db_url_of
-
     return db_url_of(StoreConfig())
 
 
 def default_data_root() -> Path:
     """The DATA_ROOT rows of ``Session()`` read from without ``data_root=``."""
-    from aretriever.config import data_root_of
-
     return data_root_of(StoreConfig())
 
 

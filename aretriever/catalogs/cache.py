@@ -1,6 +1,6 @@
 """Downloading remote catalogs once: options, the HTTP lane, verification and the on-disk cache.
 
-Downloads go through the same :class:`~aretriever.engine.lane.Lane` the observatories use, so a catalog
+Downloads go through the same :class:`~aretriever.http.Lane` the observatories use, so a catalog
 download gets the project's retry policy (table-tested, ``Retry-After`` aware), rate limit, typed
 errors and streaming to disk with a ``Content-Length`` check, with no second HTTP stack to keep.
 A body is streamed to a temporary file next to the cache, verified (complete VOTable, no error
@@ -38,8 +38,8 @@ from aretriever.catalogs.formats import (
     row_limit_reason,
     votable_is_complete,
 )
-from aretriever.engine.lane import Lane
 from aretriever.errors import CatalogError, FetchError
+from aretriever.http import Lane
 from aretriever.settings import CatalogConfig, LaneConfig
 
 log = logging.getLogger("aretriever.catalogs.core")

@@ -52,8 +52,8 @@ from aretriever.catalogs.formats import (
     read_tap_json,
 )
 from aretriever.catalogs.names import names_text
-from aretriever.engine.lane import Lane
 from aretriever.errors import CatalogError
+from aretriever.http import Lane
 
 ARCHIVE: Final = "the Gaia archive"
 FORMATS: Final = ("votable", "json", "csv")

@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from aretriever.cli.exits import EXIT_OK, exit_code
 from aretriever.cli.options import add_config_options, config_from_args
-from aretriever.config import data_root_of, db_url_of
-from aretriever.errors import StoreError
 from aretriever.plotting import NoLightcurvesError, detection_mapping, plot_source, save_png
 from aretriever.settings import Config
 from aretriever.store import db, paths, queries
+from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.models import Lightcurve, Source
 from aretriever.store.queries import Sessions
 
@@ -147,31 +144,14 @@ def load(args: argparse.Namespace) -> Config:
     return config_from_args(args)
 
 
-def _check_database(url: str) -> None:
-    # opening a missing SQLite file would create an empty database (and its folder)
-    parsed = make_url(url)
-    database = parsed.database or ""
-    local = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-    if local and not database.startswith("file:") and not Path(database).expanduser().exists():
-        raise StoreError(f"store: no database at {database} (run python -m aretriever.fetch first)")
-
-
 async def read_source(cfg: Config, name: str, observatory: str | None) -> SourcePlotInputs:
     """Open the configured store and read what :func:`plot_source` needs for ``name``."""
     root = data_root_of(cfg.store)
-    url = db_url_of(cfg.store)
-    _check_database(url)
-    engine = db.create_engine(url, statement_timeout_s=cfg.store.statement_timeout_s)
-    try:
-        sessions = db.session_factory(engine)
+    timeout_s = cfg.store.statement_timeout_s
+    async with db.reading(db_url_of(cfg.store), statement_timeout_s=timeout_s) as sessions:
         return await load_source_plot_inputs(
             sessions, name, project=cfg.project.name, observatory=observatory, data_root=root
         )
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
-        raise StoreError(f"store: cannot read {shown}: {exc}") from exc
-    finally:
-        await engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,18 +34,19 @@ from aretriever.adapters import available, get_adapter
 from aretriever.adapters.base import Adapter, LooksUpIds, Target
 from aretriever.catalogs.core import BadRow, Catalog, SearchableCatalog, chunk_to_targets
 from aretriever.catalogs.names import check_unique_names
-from aretriever.config import config_hash, data_root_of, db_url_of, to_yaml
+from aretriever.config import config_hash, to_yaml
 from aretriever.engine.histogram_file import HistogramFile
-from aretriever.engine.lane import Lane, LaneStats, make_limiter
 from aretriever.engine.pipeline import CpuRunner, SourcePipeline, SourceResult, Stores
 from aretriever.engine.skipcheck import Decision, Freshness, Products, check_batch
 from aretriever.engine.summary import RunSummary
 from aretriever.engine.workqueue import WorkQueue
 from aretriever.errors import ConfigError, cause
+from aretriever.http import Lane, LaneStats, make_limiter
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import owners, paths, product_folders
 from aretriever.store.db import create_engine, migrate, retry_transient, session_factory
 from aretriever.store.hdf5 import atomic_path
+from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.product_folders import check_project_folder
 from aretriever.store.queries import Sessions
 from aretriever.store.rows import catalog_failure

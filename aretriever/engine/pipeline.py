@@ -19,11 +19,11 @@ from typing import Any, Protocol
 import anyio
 
 from aretriever.adapters.base import Adapter, Fetched, Target
-from aretriever.engine.lane import Lane
 from aretriever.engine.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
 from aretriever.engine.skipcheck import Action, Decision, Products
 from aretriever.engine.summary import Outcome
 from aretriever.errors import FetchError, MalformedResponse, StoreError
+from aretriever.http import Lane
 from aretriever.redact import redact
 from aretriever.retry import is_transient
 from aretriever.settings import AnalysisConfig
@@ -185,7 +185,7 @@ class SourcePipeline:
         """Fetch and parse; a body that parses as cut short is asked for again (it is transient).
 
         The re-asks spend the lane's attempt budget for the source
-        (:class:`~aretriever.engine.lane.Attempts`), so an always-malformed source costs
+        (:class:`~aretriever.http.Attempts`), so an always-malformed source costs
         ``max_attempts`` requests, not ``max_attempts`` squared.
         """
         port = self.http.for_source()

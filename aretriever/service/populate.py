@@ -46,12 +46,12 @@ import h5py
 from aretriever import adapters
 from aretriever.catalogs.core import SearchableCatalog, chunk_to_targets
 from aretriever.catalogs.index import Lookups
-from aretriever.config import data_root_of, db_url_of
 from aretriever.errors import CatalogError, ConfigError, StoreError
 from aretriever.settings import ColumnMap, Config
 from aretriever.store import paths, queries, rows
 from aretriever.store.db import create_engine, migrate, session_factory
 from aretriever.store.hdf5 import read_attrs
+from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.models import RawStatus
 from aretriever.store.queries import Sessions
 from aretriever.store.queries import StoredRaw as StoredRaw  # its home before store/queries

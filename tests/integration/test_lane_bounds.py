@@ -13,8 +13,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from aretriever.adapters.base import Request
-from aretriever.engine.lane import Lane
 from aretriever.errors import BodyTooLarge, RetryAfterTooLong
+from aretriever.http import Lane
 from aretriever.retry import is_transient
 from aretriever.settings import LaneConfig
 from aretriever.testing.fake_archive import Faults

@@ -1,4 +1,4 @@
-"""The TESS adapter against the fake MAST over real HTTP, through a real ``aretriever.engine.lane.Lane``."""
+"""The TESS adapter against the fake MAST over real HTTP, through a real ``aretriever.http.Lane``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from astropy.io import fits
 
 from aretriever.adapters.base import Target
 from aretriever.adapters.tess import TessAdapter
-from aretriever.engine.lane import Lane
 from aretriever.engine.pool import CpuJob, run_job
 from aretriever.errors import MalformedResponse, PermanentFetchError
+from aretriever.http import Lane
 from aretriever.settings import TessConfig
 from aretriever.testing.fake_archive import DATA_DIR, FakeArchive
 from aretriever.testing.mast_replay import (

@@ -11,12 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "store"
 
 #: modules allowed to import SQLAlchemy, each with its reason
-ALLOWED: dict[str, str] = {
-    # the plot command parses the database URL (make_url: is it a missing SQLite file? the URL shown
-    # without its password) and maps driver errors to StoreError at the command-line boundary; it
-    # runs no SQL (its reads are store.queries)
-    "aretriever/cli/plot.py": "URL parsing and driver errors at the CLI boundary",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _is_type_checking(test: ast.expr) -> bool:

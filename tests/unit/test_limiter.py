@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from aretriever.engine.lane import make_limiter
+from aretriever.http import make_limiter
 
 
 # Rates are powers of two: aiolimiter's float level arithmetic is then exact, which looptime's

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aretriever.config import data_root_of, db_url_of, load_config, resolve_store
+from aretriever.config import load_config
 from aretriever.errors import StoreError
 from aretriever.settings import StoreConfig
 from aretriever.store import paths
+from aretriever.store.locations import data_root_of, db_url_of, resolve_store
 
 SAFE = re.compile(r"[A-Za-z0-9+\-._]+")
 

@@ -31,7 +31,7 @@ from aretriever.errors import (
 from aretriever.retry import RetryPolicy, parse_retry_after, retrying
 from aretriever.settings import LaneConfig
 
-log = logging.getLogger("aretriever.engine.lane")
+log = logging.getLogger("aretriever.http")
 
 
 RequestKey = tuple[str, str, tuple[tuple[str, str], ...]]
