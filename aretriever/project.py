@@ -40,9 +40,10 @@ from aretriever.science.analysis import efficiency_table
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import Config, ProjectConfig
 from aretriever.store import paths, product_folders, queries
-from aretriever.store.db import create_engine, migrate, session_factory
+from aretriever.store.db import create_engine, session_factory
 from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.queries import Sessions
+from aretriever.store.schema import migrate
 from aretriever.syncrun import run_sync as _run_sync
 
 log = logging.getLogger("aretriever.project")

@@ -49,12 +49,13 @@ from aretriever.catalogs.index import Lookups
 from aretriever.errors import CatalogError, ConfigError, StoreError
 from aretriever.settings import ColumnMap, Config
 from aretriever.store import paths, queries, rows
-from aretriever.store.db import create_engine, migrate, session_factory
+from aretriever.store.db import create_engine, session_factory
 from aretriever.store.hdf5 import read_attrs
 from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.models import RawStatus
 from aretriever.store.queries import Sessions
 from aretriever.store.queries import StoredRaw as StoredRaw  # its home before store/queries
+from aretriever.store.schema import migrate
 from aretriever.store.writers import RowWriter
 
 log = logging.getLogger("aretriever.cli.populate")
