@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from aretriever.errors import StorageFault, StoreError
+from aretriever.numbers import finite_or_none
 from aretriever.redact import redact
 from aretriever.settings import StoreConfig
 
@@ -67,26 +68,27 @@ def resolve_db_url(cfg: StoreConfig, data_root: Path) -> str:
     return db_url_of(cfg if cfg.data_root else cfg.model_copy(update={"data_root": data_root}))
 
 
-def _finite(value: Any) -> Any:
+def _nonfinite_to_none(value: Any) -> Any:
+    # recursive because JSON columns hold nested meta; only floats change (ints, text, bools pass)
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return finite_or_none(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: _nonfinite_to_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [_nonfinite_to_none(v) for v in value]
     return value
 
 
 def _json_default(value: Any) -> Any:
     # numpy scalars and arrays, without importing numpy here
     if hasattr(value, "tolist"):
-        return _finite(value.tolist())
+        return _nonfinite_to_none(value.tolist())
     raise TypeError(f"cannot store a {type(value).__name__} in a JSON column")
 
 
 def json_dumps(value: Any) -> str:
     """Serialize a JSON column value; NaN and infinities become null (PostgreSQL refuses them)."""
-    return json.dumps(_finite(value), default=_json_default, allow_nan=False)
+    return json.dumps(_nonfinite_to_none(value), default=_json_default, allow_nan=False)
 
 
 def _enable_wal(cursor: Any, attempts: int = 100) -> None:
