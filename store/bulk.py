@@ -125,6 +125,8 @@ class BulkWriter:
                 else:
                     stmt = _insert(table, names, dialect.name)
             compiled = stmt.compile(dialect=dialect)
+            # both drivers take positional parameters (sqlite3 ``?``, asyncpg ``$n``): rows are
+            # turned into tuples in the compiled statement's order
             order = tuple(compiled.positiontup or ())
             converters = tuple(self._converter(table.c[n], dialect) for n in order)
             self._cache[key] = _Compiled(str(compiled), order, converters)
@@ -184,6 +186,7 @@ def _plain(value: Any) -> Any:
 def _timestamp(value: datetime | None, naive: bool) -> Any:
     if value is None or not naive:
         return value
+    # SQLite compares these as text: one fixed format (SQLAlchemy's) keeps text order = time order
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
@@ -200,7 +203,7 @@ def _wrap_error(conn: Connection, cursor: Any, sql: str, exc: Exception) -> Exce
     if not isinstance(exc, dbapi.Error):
         return exc
     lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
-    if lost:
+    if lost:  # else the pool would hand the dead connection to the retry
         conn.invalidate(exc)
     return sa.exc.DBAPIError.instance(
         sql, None, exc, dbapi.Error, connection_invalidated=lost, dialect=conn.dialect

@@ -123,7 +123,7 @@ class Step:
         if keys not in self._index:
             self._index[keys] = _index_rows(keys, self.rows, set())
         index = self._index[keys]
-        if index is None:
+        if index is None:  # rows that cannot be indexed: a linear scan, rare in practice
             return any(_may_match(row, where) for row in self.rows)
         return tuple(where.values()) in index
 
@@ -141,6 +141,8 @@ def _index_rows(
 def _row_steps(kind: str, op: Op, rows: Sequence[Row]) -> list[Step]:
     steps: list[Step] = []
     for row in rows:
+        # one statement per column set: an executemany binds the same parameters for every row,
+        # and a column left out must keep its stored value (or default), not become NULL
         columns = tuple(sorted(row))
         if steps and steps[-1].columns == columns:
             steps[-1].rows.append(row)
@@ -160,7 +162,7 @@ def _op_steps(op: Op) -> list[Step]:
     return steps
 
 
-@functools.cache
+@functools.cache  # the schema never changes in a process: walk the foreign keys once per table
 def _descendants(table: sa.Table) -> frozenset[sa.Table]:
     """Tables whose rows refer, directly or not, to rows of ``table`` (cascades reach them)."""
     found: set[sa.Table] = set()
@@ -220,6 +222,8 @@ def plan(ops: Sequence[Op]) -> list[Step]:
 
 def _place(steps: list[Step], step: Step) -> None:
     shape = step.shape()
+    # newest first: the first statement that does not commute is a barrier, and nothing older
+    # may be joined past it (that would reorder the two)
     for earlier in reversed(steps):
         if earlier.shape() == shape:
             earlier.extend(step.rows)

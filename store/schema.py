@@ -35,12 +35,14 @@ def alembic_config(url: str | None = None) -> AlembicConfig:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["target_metadata"] = Base.metadata
     if url is not None:
+        # Alembic's options are ConfigParser values: a literal % (URL-escaped passwords) is doubled
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
+        # a transaction-scoped lock: released by the commit or rollback, even if the process dies
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
     from alembic import command
 

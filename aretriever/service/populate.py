@@ -170,7 +170,9 @@ class _Run:
         if with_catalog:
             self.missing.update(f.key[0] for f in found if not f.matched)
         stored = await queries.stored_raw_all_observatories(self.sessions, sorted({f.key[0] for f in found}))
+        # the query is by name (one round trip for all observatories): keep the pairs found here
         stored = {key: stored[key] for key in {f.key for f in found} & stored.keys()}
+        # a stat per stored file: off the event loop, as the walk's own file IO
         intact = await anyio.to_thread.run_sync(self._intact, stored)
         write = [f for f in found if not keep_stored(stored.get(f.key), f.raw, f.key in intact)]
         s.kept += len(found) - len(write)
@@ -216,6 +218,7 @@ async def _batches(root: Path, lanes: Sequence[str], matcher: CatalogMatcher | N
 
 
 async def _walk(run: _Run, lanes: Sequence[str], matcher: CatalogMatcher | None) -> None:
+    # aclosing: a failed store closes the generator here, not at garbage collection on another task
     async with contextlib.aclosing(_batches(run.root, lanes, matcher)) as batches:
         async for batch in batches:
             await run.store(batch, matcher is not None)

@@ -96,7 +96,7 @@ def observatory_folders(root: Path, lanes: Sequence[str]) -> list[tuple[str, Pat
     wanted = {paths.safe_name(lane.upper()): lane for lane in lanes}
     with os.scandir(root) as entries:
         found = [(wanted[e.name], Path(e.path)) for e in entries if e.name in wanted and e.is_dir()]
-    return sorted(found)
+    return sorted(found)  # a fixed walk order: the same files land in the same batches each run
 
 
 def ra_folders(folder: Path) -> list[Path]:
@@ -156,6 +156,7 @@ def _time(value: object) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
+    # fetch times are written in UTC; a naive one must not compare as local time with stored rows
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
@@ -167,6 +168,8 @@ def source_name(file: RawFile, table: Table) -> str:
     StoreError
         If the attributes do not name a source, or disagree with the key or the folder.
     """
+    # the key is derived from the name (paths.raw_key): a mismatch means a file edited or copied
+    # by hand, and its row would point at a table that is not this source's
     name = table.attrs.get("source_name")
     if not isinstance(name, str) or not name:
         raise StoreError(f"key {table.key!r} has no source_name attribute")
