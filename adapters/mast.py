@@ -10,7 +10,6 @@ MAST's message, and long answers come in pages (``paging.pagesFiltered``).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,17 +160,6 @@ def int_or(value: Any, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
-
-
-def finite_float(value: Any) -> float | None:
-    """A finite float, or None (MAST sends null for unknown values)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import pandas as pd
 from astropy.io import fits
 
 from aretriever.errors import PermanentFetchError
+from aretriever.numbers import finite_or_none, separation_deg
 from aretriever.settings import TessConfig, TessReducerConfig
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
@@ -51,7 +52,6 @@ from .mast import (
     Row,
     build_download_request,
     caom_params,
-    finite_float,
     int_or,
     mast_query,
     products_params,
@@ -120,14 +120,14 @@ def choose_tic(rows: Sequence[Row], target: Target, cfg: TessConfig) -> TicMatch
         d, _, tic = ranked[0]
         within = f"within {cfg.distance_thresh_arcsec:g} arcsec"
         return TicMatch(None, reason=f"no TIC star {within} (nearest: TIC {tic} at {d:.2f} arcsec)")
-    mag = finite_float(target.mag)
+    mag = finite_or_none(target.mag)
     for d, row, tic in near:
-        gaia = finite_float(row.get("GAIAmag"))
+        gaia = finite_or_none(row.get("GAIAmag"))
         if mag is None or (gaia is not None and abs(gaia - mag) < cfg.magdiff_thresh):
             return TicMatch(tic, d, gaia)
     d, row, tic = near[0]
     cut = f"|GAIAmag - {mag:.3f}| < {cfg.magdiff_thresh:g}"
-    nearest = f"TIC {tic} at {d:.2f} arcsec, GAIAmag {finite_float(row.get('GAIAmag'))}"
+    nearest = f"TIC {tic} at {d:.2f} arcsec, GAIAmag {finite_or_none(row.get('GAIAmag'))}"
     return TicMatch(
         None,
         reason=f"no TIC star within {cfg.distance_thresh_arcsec:g} arcsec has {cut} (nearest: {nearest})",
@@ -152,28 +152,21 @@ def _tic_id(row: Row) -> int | None:
 
 
 def _distance(row: Row, target: Target) -> float | None:
-    given = finite_float(row.get("dstArcSec"))
+    given = finite_or_none(row.get("dstArcSec"))
     if given is not None:
         return given
-    ra, dec = finite_float(row.get("ra")), finite_float(row.get("dec"))
+    ra, dec = finite_or_none(row.get("ra")), finite_or_none(row.get("dec"))
     if ra is None or dec is None:
         return None
-    return separation_arcsec(ra, dec, target.ra_deg, target.dec_deg)
-
-
-def separation_arcsec(ra1_deg: float, dec1_deg: float, ra2_deg: float, dec2_deg: float) -> float:
-    """Angular distance in arcsec (haversine, wrap-safe)."""
-    ra1, dec1, ra2, dec2 = map(math.radians, (ra1_deg, dec1_deg, ra2_deg, dec2_deg))
-    hav = math.sin((dec1 - dec2) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra1 - ra2) / 2) ** 2
-    return math.degrees(2 * math.asin(math.sqrt(min(max(hav, 0.0), 1.0)))) * 3600.0
+    return float(separation_deg(ra, dec, target.ra_deg, target.dec_deg)) * 3600.0
 
 
 def target_from_tic_rows(rows: Sequence[Row], tic: int) -> Target | None:
     """``Target("TIC <id>", ra, dec)`` from the TIC row with that id, or None."""
     for row in rows:
-        ra, dec = finite_float(row.get("ra")), finite_float(row.get("dec"))
+        ra, dec = finite_or_none(row.get("ra")), finite_or_none(row.get("dec"))
         if _tic_id(row) == tic and ra is not None and dec is not None:
-            mag = finite_float(row.get("GAIAmag"))
+            mag = finite_or_none(row.get("GAIAmag"))
             return Target(f"TIC {tic}", ra, dec, mag=mag, ids=(("tic", str(tic)),))
     return None
 
@@ -188,7 +181,7 @@ def observation_cadences(rows: Sequence[Row], tic: int) -> dict[str, float | Non
             and int_or(row.get("target_name"), -1) == tic
             and row.get("obsid") is not None
         ):
-            cadences[str(row["obsid"])] = finite_float(row.get("t_exptime"))
+            cadences[str(row["obsid"])] = finite_or_none(row.get("t_exptime"))
     return cadences
 
 
@@ -312,7 +305,7 @@ def lightcurve_headers(hdul: fits.HDUList) -> dict[str, Any]:
 
 def cadence_exposure_s(timedel_d: Any, deadc: Any) -> tuple[float | None, float | None]:
     """(cadence, effective exposure per cadence) in seconds from TIMEDEL (days) and DEADC."""
-    timedel, dead = finite_float(timedel_d), finite_float(deadc)
+    timedel, dead = finite_or_none(timedel_d), finite_or_none(deadc)
     if timedel is None:
         return None, None
     cadence_s = timedel * 86400.0
@@ -326,7 +319,7 @@ def lightcurve_table(path: str | Path, flux_column: str, *, source: str = "") ->
     columns = {name: _native(values) for name, values in found.items() if values.ndim == 1}
     rows = len(columns["TIME"])
     for key, dtype in TABLE_HEADERS.items():
-        value = finite_float(headers.get(key))
+        value = finite_or_none(headers.get(key))
         fill = value if value is not None else (np.nan if dtype.startswith("float") else -1)
         columns[key] = np.full(rows, fill, dtype=dtype)
     return pd.DataFrame(columns)
@@ -428,7 +421,7 @@ def _lightcurve_table(part: pd.DataFrame, keep: Array, mjd: Array, cfg: TessRedu
 
 
 def _lightcurve_meta(first: pd.Series[Any], data: pd.DataFrame, cfg: TessReducerConfig) -> dict[str, Any]:
-    tess_mag = finite_float(first["TESSMAG"])
+    tess_mag = finite_or_none(first["TESSMAG"])
     mags = data["mag"].to_numpy()
     mags = mags[np.isfinite(mags)]
     measured = None
@@ -455,7 +448,7 @@ def _lightcurve_meta(first: pd.Series[Any], data: pd.DataFrame, cfg: TessReducer
 
 def no_data_reason(target: Target, limiting_magnitude: float | None = None) -> str | None:
     """Why TESS cannot have data for ``target``: fainter than ``limiting_magnitude`` (when set)."""
-    mag = finite_float(target.mag)
+    mag = finite_or_none(target.mag)
     if limiting_magnitude is not None and mag is not None and mag > limiting_magnitude:
         return f"fainter than limiting magnitude (mag {mag:.3f} > {limiting_magnitude})"
     return None

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from aretriever.errors import ArchiveErrorPage, MalformedResponse
+from aretriever.numbers import separation_deg
 from aretriever.settings import ZtfConfig, ZtfReducerConfig
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
@@ -285,7 +286,7 @@ def matching_oids(raw: pd.DataFrame, target: Target, cfg: ZtfReducerConfig) -> l
     """The oids whose median position and magnitude match ``target`` (see reduce_lightcurves)."""
     good = _good_rows(raw)
     oids, ra, dec, mag = oid_medians(*(raw[name].to_numpy()[good] for name in _MEDIAN_OF))
-    keep = separation_arcsec(ra, dec, target.ra_deg, target.dec_deg) <= cfg.radius_arcsec
+    keep = separation_deg(ra, dec, target.ra_deg, target.dec_deg) * 3600.0 <= cfg.radius_arcsec
     if target.mag is not None and not math.isnan(target.mag) and cfg.mag_range is not None:
         keep &= np.abs(mag - target.mag) <= cfg.mag_range
     return [int(oid) for oid in oids[keep]]
@@ -310,15 +311,6 @@ def oid_medians(
         offset = np.median((ra_k - ra_k[0] + 180.0) % 360.0 - 180.0)
         out[:, k] = (ra_k[0] + offset) % 360.0, np.median(dec[members]), np.median(mag[members])
     return oids, out[0], out[1], out[2]
-
-
-def separation_arcsec(ra_deg: Array, dec_deg: Array, ra0_deg: float, dec0_deg: float) -> Array:
-    """Angular distance (arcsec) of each (ra, dec) from (ra0, dec0); haversine, wrap-safe."""
-    ra1, dec1 = np.radians(ra_deg), np.radians(dec_deg)
-    ra0, dec0 = math.radians(ra0_deg), math.radians(dec0_deg)
-    hav = np.sin((dec1 - dec0) / 2) ** 2 + np.cos(dec1) * math.cos(dec0) * np.sin((ra1 - ra0) / 2) ** 2
-    arcsec: Array = np.degrees(2 * np.arcsin(np.sqrt(np.clip(hav, 0.0, 1.0))))
-    return arcsec * 3600.0
 
 
 def season_index(mjd_sorted: Array, gap_days: float) -> Array:

@@ -31,7 +31,7 @@ import pandas as pd
 from aretriever.catalogs.core import Catalog
 from aretriever.catalogs.remote import open_catalog_async
 from aretriever.config import load_config, public_dict
-from aretriever.engine.core import Engine, products_for, write_version_config
+from aretriever.engine.core import Engine, products_for
 from aretriever.engine.histogram_io import histogram_path, load_histograms
 from aretriever.engine.skipcheck import Products
 from aretriever.engine.summary import RunSummary
@@ -40,9 +40,10 @@ from aretriever.science.analysis import efficiency_table
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import Config, ProjectConfig
 from aretriever.store import paths, product_folders, queries
-from aretriever.store.db import create_engine, migrate, session_factory
+from aretriever.store.db import create_engine, session_factory
 from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.queries import Sessions
+from aretriever.store.schema import migrate
 from aretriever.syncrun import run_sync as _run_sync
 
 log = logging.getLogger("aretriever.project")
@@ -129,10 +130,6 @@ class Project:
         summary = await engine.run(catalog, start, stop)
         log.info("project %s: %s", self.name, summary.format_table())
         return summary
-
-    def write_config(self) -> Path:
-        """``config.yaml`` in the product folder (a run with version control writes it too)."""
-        return write_version_config(self.cfg, self.output_folder, self.cfg_hash)
 
     # -- results -------------------------------------------------------------------------------
 

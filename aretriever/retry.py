@@ -6,7 +6,7 @@ classifies its errors into transient or not:
 
 - HTTP (this module, :func:`is_transient`): timeouts, dropped or cut connections, 429, every 5xx,
   bodies cut short or garbled (:class:`~aretriever.errors.TransientFetchError`);
-- the database (:func:`aretriever.store.db.is_transient`): lost connections, lock and
+- the database (:func:`aretriever.store.transient.is_transient`): lost connections, lock and
   serialization conflicts, pool timeouts, by SQLSTATE or SQLite result code.
 
 One pure function, :func:`decide`, then answers "again? after how long?" for both, from the

@@ -157,7 +157,8 @@ def single_core_ceiling(n: int = 50) -> dict[str, float]:
 
 async def _row_cost(root: Path, targets: list, lcs: list) -> float:  # type: ignore[type-arg]
     from aretriever.store import rows
-    from aretriever.store.db import create_engine, migrate, session_factory
+    from aretriever.store.db import create_engine, session_factory
+    from aretriever.store.schema import migrate
     from aretriever.store.writers import RowWriter
 
     engine = create_engine(f"sqlite+aiosqlite:///{root}/rows.sqlite")

@@ -9,17 +9,7 @@ for every statement run outside the writer: SQL lives in this package only.
 
 from __future__ import annotations
 
-from .db import (
-    create_engine,
-    current_revision,
-    downgrade,
-    is_transient,
-    migrate,
-    normalize_url,
-    ping,
-    resolve_db_url,
-    session_factory,
-)
+from .db import create_engine, normalize_url, ping, resolve_db_url, session_factory
 from .hdf5 import (
     delete_key,
     frame_to_records,
@@ -52,7 +42,9 @@ from .paths import (
     resolve,
     safe_name,
 )
+from .schema import current_revision, downgrade, migrate
 from .sessions import NoOpSession, Session, SmartSession, sync_engine, use_database
+from .transient import is_transient
 from .writers import Delete, FileWriter, Op, Replace, RowWriter, Upsert
 
 __all__ = [

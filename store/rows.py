@@ -3,7 +3,7 @@
 The pipeline, populate, the observatory objects and the bench build their rows here, so a table's
 columns, its conflict key and what an upsert overwrites are said once. Builders are pure: they
 take plain values (or anything shaped like a catalog target) and return dicts or
-:class:`~aretriever.store.db.Upsert`/:class:`~aretriever.store.db.Replace` operations for the
+:class:`~aretriever.store.ops.Upsert`/:class:`~aretriever.store.ops.Replace` operations for the
 row writer.
 """
 
@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import paths
-from .db import Replace, Upsert
 from .models import (
     Detection,
     Failure,
@@ -27,6 +26,7 @@ from .models import (
     WorkItem,
     WorkState,
 )
+from .ops import Replace, Upsert
 
 Row = dict[str, Any]
 

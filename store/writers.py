@@ -26,20 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aretriever.errors import StoreError
 
 from . import hdf5
-from .db import (
-    BulkWriter,
-    Delete,
-    Op,
-    Replace,
-    Step,
-    Upsert,
-    is_transient,
-    model_table,
-    op_rows,
-    plan,
-    retry_transient,
-)
+from .bulk import BulkWriter
 from .models import utcnow
+from .ops import Delete, Op, Replace, Step, Upsert, model_table, op_rows, plan
+from .transient import is_transient, retry_transient
 
 __all__ = ["Delete", "FileWriter", "Op", "Replace", "RowWriter", "Upsert"]
 
@@ -248,7 +238,7 @@ class RowWriter(_QueueTask[_Item]):
 
     The result is always that of applying the ops one by one, in submission order. Within a
     batch, statements of the same shape become one executemany wherever moving them cannot change
-    that result (:func:`aretriever.store.db.plan`). A batch closes at ``batch_rows`` rows,
+    that result (:func:`aretriever.store.ops.plan`). A batch closes at ``batch_rows`` rows,
     ``batch_ms`` after its first op, or at :meth:`flush`.
 
     Transient database errors (connection lost, locked database...) retry the whole batch with

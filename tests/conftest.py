@@ -23,7 +23,7 @@ import pytest_asyncio
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aretriever.store import db
+from aretriever.store import db, schema
 
 PG_URL_ENV = "ARETRIEVER_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+asyncpg://aretriever:aretriever@127.0.0.1:5432/aretriever"
@@ -102,7 +102,7 @@ async def migrated_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on ``db_url``, migrated to head; disposed afterwards."""
     engine = db.create_engine(db_url)
     try:
-        await db.migrate(engine)
+        await schema.migrate(engine)
         yield engine
     finally:
         await engine.dispose()

@@ -44,12 +44,14 @@ from aretriever.errors import ConfigError, cause
 from aretriever.http import Lane, LaneStats, make_limiter
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import owners, paths, product_folders
-from aretriever.store.db import create_engine, migrate, retry_transient, session_factory
+from aretriever.store.db import create_engine, session_factory
 from aretriever.store.hdf5 import atomic_path
 from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.product_folders import check_project_folder
 from aretriever.store.queries import Sessions
 from aretriever.store.rows import catalog_failure
+from aretriever.store.schema import migrate
+from aretriever.store.transient import retry_transient
 from aretriever.store.writers import FileWriter, RowWriter
 
 log = logging.getLogger("aretriever.engine.core")

@@ -1,13 +1,14 @@
 """Alembic environment of the aretriever schema.
 
-Normally run programmatically by :func:`aretriever.store.db.migrate`, which passes an open
+Normally run programmatically by :func:`aretriever.store.schema.migrate`, which passes an open
 (sync-facing) connection in ``config.attributes["connection"]`` and the models' metadata in
 ``config.attributes["target_metadata"]``. Without a connection, the URL comes from the
-``sqlalchemy.url`` option or ``$ARETRIEVER_DB_URL`` (async drivers are fine), so that
+``sqlalchemy.url`` option, else from :func:`aretriever.store.locations.db_url_of` as for a run
+(``$ARETRIEVER_DB_URL``, else SQLite in DATA_ROOT; async drivers are fine), so that
 ``alembic revision --autogenerate`` can run against a scratch database::
 
     from alembic import command
-    from aretriever.store.db import alembic_config
+    from aretriever.store.schema import alembic_config
     cfg = alembic_config("sqlite+aiosqlite:///scratch.sqlite")
     command.revision(cfg, "what changed", autogenerate=True)
 """
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 
 from alembic import context
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from aretriever.settings import StoreConfig
+from aretriever.store.locations import db_url_of
 
 
 def _target_metadata() -> MetaData:
@@ -46,10 +49,11 @@ def _configure(connection: Connection) -> None:
 
 
 def _url() -> str:
-    url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("ARETRIEVER_DB_URL")
-    if not url:
-        raise RuntimeError("migrations: no connection, no sqlalchemy.url, no $ARETRIEVER_DB_URL")
-    return url
+    given = context.config.get_main_option("sqlalchemy.url")
+    if given:
+        return given
+    # the environment is read in one place only: the same database a run with defaults would use
+    return db_url_of(StoreConfig())
 
 
 async def _run_with_url(url: str) -> None:

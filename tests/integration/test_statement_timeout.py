@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from aretriever.config import load_config
 from aretriever.engine.core import Engine
-from aretriever.store import db
+from aretriever.store import db, transient
 from aretriever.store.sessions import Session
 
 # the timeout is a PostgreSQL setting: these tests run on that backend only
@@ -48,11 +48,11 @@ async def test_a_statement_over_the_timeout_fails_and_is_not_retried(db_url: str
 
     try:
         with pytest.raises(sa.exc.DBAPIError) as caught:
-            await db.retry_transient(sleepy, what="test", base_s=0.001)
+            await transient.retry_transient(sleepy, what="test", base_s=0.001)
         assert calls == 1  # cancelled by the server, not retried (SQLSTATE 57014 is not transient)
         assert "statement timeout" in str(caught.value)
         assert getattr(caught.value.orig, "sqlstate", None) == "57014"
-        assert not db.is_transient(caught.value)
+        assert not transient.is_transient(caught.value)
     finally:
         await engine.dispose()
 

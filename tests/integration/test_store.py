@@ -22,7 +22,8 @@ from sqlalchemy.orm import selectinload
 
 from aretriever.errors import StoreError
 from aretriever.settings import StoreConfig
-from aretriever.store import db, hdf5, paths
+from aretriever.store import db, hdf5, paths, schema
+from aretriever.store import transient as store_transient
 from aretriever.store.models import (
     Base,
     Detection,
@@ -114,19 +115,19 @@ def _tables(conn: sa.Connection) -> set[str]:
 
 async def test_migration_from_empty_to_head(db_url: str) -> None:
     engine = db.create_engine(db_url)
-    head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
     try:
         assert head == "0003"
-        assert await db.current_revision(engine) is None
-        await db.migrate(engine)
-        await db.migrate(engine)  # idempotent
-        assert await db.current_revision(engine) == head
+        assert await schema.current_revision(engine) is None
+        await schema.migrate(engine)
+        await schema.migrate(engine)  # idempotent
+        assert await schema.current_revision(engine) == head
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == TABLES | {"alembic_version"}
             assert await conn.run_sync(_schema_diff, Base.metadata) == []
             version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
         assert version == head
-        await db.downgrade(engine, "base")
+        await schema.downgrade(engine, "base")
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == {"alembic_version"}
     finally:
@@ -146,11 +147,28 @@ async def test_schema_comparison_can_see_drift(migrated_engine: AsyncEngine) -> 
 async def test_concurrent_migrations_do_not_collide(db_url: str) -> None:
     engines = [db.create_engine(db_url) for _ in range(3)]
     try:
-        await asyncio.gather(*(db.migrate(e) for e in engines))
-        assert await db.current_revision(engines[0]) == "0003"
+        await asyncio.gather(*(schema.migrate(e) for e in engines))
+        assert await schema.current_revision(engines[0]) == "0003"
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+def test_alembic_without_a_url_migrates_the_database_a_run_would_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """migrations/env.py resolves the URL through store.locations, as a run does (DATA_ROOT here)."""
+    from alembic import command
+
+    monkeypatch.delenv(db.DB_URL_ENV, raising=False)
+    monkeypatch.setenv(paths.DATA_ROOT_ENV, str(tmp_path))
+    command.upgrade(schema.alembic_config(), "head")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / db.SQLITE_FILENAME}")
+    try:
+        with engine.connect() as conn:
+            assert _tables(conn) == TABLES | {"alembic_version"}
+    finally:
+        engine.dispose()
 
 
 # ------------------------------------------------------------------------- engine and settings
@@ -486,7 +504,7 @@ async def test_lost_postgresql_connection_is_retried(db_url: str, caplog: pytest
     engine = create_async_engine(db.normalize_url(db_url), pool_pre_ping=False)
     url = sa.make_url(db_url)
     try:
-        await db.migrate(engine)
+        await schema.migrate(engine)
         sessions = db.session_factory(engine)
         async with RowWriter(sessions, batch_ms=1, retry_base_s=0.001) as writer:
             await writer.submit(Upsert(Source, [source_row(1)], keys=("name",)))
@@ -570,13 +588,13 @@ def _real_sqlite_error() -> Exception:
     ],
 )
 def test_is_transient(exc: BaseException, transient: bool) -> None:
-    assert db.is_transient(exc) is transient
+    assert store_transient.is_transient(exc) is transient
 
 
 def test_retry_delay_doubles_until_time_runs_out() -> None:
     locked = sa.exc.OperationalError("BEGIN", {}, Exception("database is locked"))
-    delays = [db.retry_delay(locked, n, 100.0) for n in range(1, 10)]
+    delays = [store_transient.retry_delay(locked, n, 100.0) for n in range(1, 10)]
     assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
-    assert db.retry_delay(locked, 3, 0.07) == 0.07
-    assert db.retry_delay(locked, 1, 0.0) is None
-    assert db.retry_delay(ValueError("data"), 1, 100.0) is None
+    assert store_transient.retry_delay(locked, 3, 0.07) == 0.07
+    assert store_transient.retry_delay(locked, 1, 0.0) is None
+    assert store_transient.retry_delay(ValueError("data"), 1, 100.0) is None

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aretriever.errors import StoreError, WriteError
 from aretriever.store import hdf5, paths
-from aretriever.store.db import Step, commutes, plan
 from aretriever.store.models import Failure, Lightcurve, RawPhotometry, Source
+from aretriever.store.ops import Step, commutes, plan
 from aretriever.store.writers import Delete, FileWriter, Op, Replace, RowWriter, Upsert
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from aretriever.store.db import retry_transient
+from aretriever.store.transient import retry_transient
 
 
 def _lost() -> sa.exc.OperationalError:

@@ -133,15 +133,15 @@ def test_one_rule_for_any_classification(
 
 
 def test_store_and_http_share_the_schedule() -> None:
-    """store.db.retry_delay is decide() with the database's classification."""
+    """store.transient.retry_delay is decide() with the database's classification."""
     import sqlalchemy as sa
 
-    from aretriever.store import db
+    from aretriever.store import transient
 
     lost = sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
     for attempt in range(1, 8):
         shared = decide(attempt=attempt, transient=True, remaining_s=100.0, base_s=0.05, max_s=5.0, jitter=1.0)
-        assert db.retry_delay(lost, attempt, 100.0) == shared.delay_s
+        assert transient.retry_delay(lost, attempt, 100.0) == shared.delay_s
 
 
 async def test_call_retrying_uses_the_callers_classification() -> None:

@@ -1,0 +1,103 @@
+"""The schema's migrations: Alembic's config, upgrades one at a time, downgrades, the revision.
+
+The revisions live in ``store/migrations`` (Alembic's script folder). Every process that opens a
+database runs :func:`migrate` first, so several may start it at once: it takes a lock (PostgreSQL
+advisory lock, SQLite ``BEGIN IMMEDIATE``, a process-wide lock for Alembic's global context).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .db import SQLITE_BEGIN_IMMEDIATE, check_reachable
+from .models import Base
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# any constant shared by all aretriever processes: serializes concurrent migrations on PostgreSQL
+_MIGRATION_LOCK_ID = 0x61726574
+
+
+def alembic_config(url: str | None = None) -> AlembicConfig:
+    """Return an Alembic config for aretriever's migrations (``url`` for command-line style use)."""
+    from alembic.config import Config  # imported when needed: alembic costs ~0.3 s of start-up
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["target_metadata"] = Base.metadata
+    if url is not None:
+        # Alembic's options are ConfigParser values: a literal % (URL-escaped passwords) is doubled
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # a transaction-scoped lock: released by the commit or rollback, even if the process dies
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+    from alembic import command
+
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)
+
+
+# Alembic's ``context`` is one proxy per process: two migrations interleaving on one loop (or
+# running on two threads) would each see the other's connection. One at a time per process.
+_MIGRATING = threading.Lock()
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` in one transaction; concurrent callers wait their turn.
+
+    PostgreSQL serializes them with an advisory lock, SQLite with ``BEGIN IMMEDIATE``, and callers
+    in one process (two engines on two databases) with a lock around Alembic's global context.
+    """
+    await check_reachable(engine)
+    with anyio.CancelScope(shield=True):  # never leave the lock taken by a cancelled waiter
+        await anyio.to_thread.run_sync(_MIGRATING.acquire)
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
+            async with conn.begin():
+                await conn.run_sync(_upgrade, revision)
+    finally:
+        _MIGRATING.release()
+
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Downgrade the database to ``revision`` (``"base"`` drops every table)."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
+        async with conn.begin():
+            await conn.run_sync(_downgrade, revision)
+
+
+def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """Return the revision the database is at (None for an empty database)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
