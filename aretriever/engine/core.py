@@ -21,17 +21,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from datetime import UTC, datetime
 
-import aiohttp
 import anyio
+from anyio.abc import TaskGroup
 
 from aretriever.adapters import get_adapter
 from aretriever.adapters.base import LooksUpIds, Target
-from aretriever.catalogs.core import BadRow, Catalog, SearchableCatalog, chunk_to_targets
+from aretriever.catalogs.core import Catalog, SearchableCatalog, chunk_to_targets
 from aretriever.catalogs.names import check_unique_names
-from aretriever.engine import resources, stages
+from aretriever.engine import lookup, resources, stages
 from aretriever.engine.claims import Claims
 from aretriever.engine.histogram_file import HistogramFile
 from aretriever.engine.lanes import (
@@ -45,16 +44,14 @@ from aretriever.engine.lanes import (
 )
 from aretriever.engine.pipeline import CpuRunner, SourceResult, Stores
 from aretriever.engine.resources import products_for, write_version_config
-from aretriever.engine.skipcheck import Decision, Freshness, check_batch
+from aretriever.engine.skipcheck import check_batch
 from aretriever.engine.summary import RunSummary
 from aretriever.errors import ConfigError, cause
-from aretriever.http import Lane
 from aretriever.settings import Config, LaneConfig
 from aretriever.store import owners
-from aretriever.store.db import create_engine, migrate, retry_transient, session_factory
+from aretriever.store.db import create_engine, migrate, session_factory
 from aretriever.store.locations import data_root_of, db_url_of
 from aretriever.store.queries import Sessions
-from aretriever.store.rows import catalog_failure
 from aretriever.store.writers import RowWriter
 
 # products_for and write_version_config live with the other resources; callers import them here
@@ -217,20 +214,7 @@ class Engine:
                 f"fetch by id: observatory {observatory!r} is not in this run or has no identifiers"
                 f" (engine observatories: {self.observatories})"
             )
-        cfg: LaneConfig = self.cfg.observatories.section(observatory)
-        radius = float(getattr(cfg, "distance_thresh_arcsec", 10.0))
-        targets = []
-        async with aiohttp.ClientSession() as session:
-            lane = Lane(observatory, cfg, session)
-            for value in values:
-                star = await adapter.lookup_id(value, lane)
-                row = None if catalog is None else catalog.get_nearest_row(star.ra_deg, star.dec_deg, radius)
-                if row is not None:
-                    (found,), _ = chunk_to_targets(row.to_frame().T, self.cfg.catalog.columns)
-                    star = replace(found, ids=star.ids)
-                log.info("%s: %s %s is filed under %s", observatory, adapter.id_key, value, star.name)
-                targets.append(star)
-        return targets
+        return await lookup.resolve_ids(self.cfg, observatory, adapter, values, catalog)
 
     async def _run(
         self,
@@ -300,10 +284,7 @@ class Engine:
             before = {name: snapshot(lane.http.stats) for name, lane in chosen.items()}
             try:
                 async with anyio.create_task_group() as outer:
-                    outer.start_soon(self._grace_watchdog, name="grace-watchdog")
-                    outer.start_soon(self._save_histograms, name="histogram-saver")
-                    if self.cfg.engine.shared_queue:
-                        outer.start_soon(self._claims.heartbeat, name="claim-heartbeat")
+                    self._start_side_tasks(outer)
                     with self._work_scope:
                         async with anyio.create_task_group() as tg:
                             stages.start_lanes(
@@ -311,7 +292,7 @@ class Engine:
                                 chosen,
                                 batches(stores),
                                 queue_size=self.cfg.engine.queue_size,
-                                check=self._check_skips,
+                                check=self._skip_check(),
                                 record=self._record,
                                 stopping=self._stopping,
                             )
@@ -381,36 +362,23 @@ class Engine:
             stop,
             columns=self.cfg.catalog.columns,
             size=self.cfg.engine.skip_batch,
-            on_bad=functools.partial(self._record_bad_rows, stores=stores),
+            on_bad=functools.partial(stages.record_bad_rows, summary=self.summary, rows=stores.rows),
             stopping=self._stopping,
         )
 
-    async def _record_bad_rows(self, bad: list[BadRow], stores: Stores) -> None:
-        for row in bad:
-            log.warning("catalog: row %d (%s): %s", row.index, row.name, row.reason)
-            reason = "bad_coordinates" if row.reason.startswith("bad coordinates") else "bad_row"
-            self.summary.bad_rows[reason] += 1
-            await stores.rows.put(catalog_failure(row.name, reason, row.reason))
+    def _start_side_tasks(self, outer: TaskGroup) -> None:
+        """The run's watchdog, histogram saver and claim heartbeat: cancelled when the work ends."""
+        cfg = self.cfg.engine
+        watchdog = functools.partial(stages.grace_watchdog, self._stopping, cfg.grace_s, self._work_scope)
+        outer.start_soon(watchdog, name="grace-watchdog")
+        saver = functools.partial(stages.save_histograms, self.histograms, cfg.histogram_save_s)
+        outer.start_soon(saver, name="histogram-saver")
+        if cfg.shared_queue:
+            outer.start_soon(self._claims.heartbeat, name="claim-heartbeat")
 
-    async def _check_skips(self, lane: str, batch: list[Target]) -> list[Decision]:
-        """One lane's skip check of a batch, retried through transient database errors."""
-        sessions = self._opened_sessions()
-        # read the clock per batch: a long run's refresh ages move with it
-        freshness = Freshness.of(
-            self.cfg.engine.refresh_after_days, self.cfg.engine.retry_failed_after_s, self._clock()
-        )
-        return await retry_transient(
-            functools.partial(
-                check_batch,
-                sessions,
-                lane,
-                batch,
-                self.products,
-                self.data_root,
-                verify=self.cfg.engine.verify,
-                freshness=freshness,
-            ),
-            what=f"{lane}: skip check",
+    def _skip_check(self) -> stages.SkipCheck:
+        return stages.bulk_skip_check(
+            self._opened_sessions(), self.products, self.data_root, self.cfg.engine, self._clock
         )
 
     async def _record(self, result: SourceResult) -> None:
@@ -421,17 +389,6 @@ class Engine:
             await self._listener(result)
         if self._stores is not None:  # shared queue: the claim is done once every lane reported
             await self._claims.mark_done(result.source, self._stores.rows)
-
-    async def _save_histograms(self) -> None:
-        while self.histograms is not None:
-            await anyio.sleep(self.cfg.engine.histogram_save_s)
-            await self.histograms.save()
-
-    async def _grace_watchdog(self) -> None:
-        await self._stopping.wait()
-        await anyio.sleep(self.cfg.engine.grace_s)
-        log.warning("grace period over: cancelling in-flight work")
-        self._work_scope.cancel()
 
     def add_listener(self, callback: ResultCallback) -> None:
         """Also call ``callback`` (on the loop, without blocking) for every result of every run."""

@@ -1,4 +1,4 @@
-"""The stages of a run and the bounded streams between them.
+"""The stages of a run, the bounded streams between them, and the run's side tasks.
 
 ::
 
@@ -13,8 +13,12 @@ stop request lets in-flight work finish instead of cutting it off.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from datetime import datetime
+from pathlib import Path
 
 import anyio
 from anyio.abc import TaskGroup
@@ -22,10 +26,18 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from aretriever.adapters.base import Target
 from aretriever.catalogs.core import BadRow, Catalog, chunk_to_targets
+from aretriever.engine.histogram_file import HistogramFile
 from aretriever.engine.lanes import LaneRuntime
 from aretriever.engine.pipeline import SourceResult
-from aretriever.engine.skipcheck import Decision
-from aretriever.settings import ColumnMap
+from aretriever.engine.skipcheck import Decision, Freshness, Products, check_batch
+from aretriever.engine.summary import RunSummary
+from aretriever.settings import ColumnMap, EngineConfig
+from aretriever.store.db import retry_transient
+from aretriever.store.queries import Sessions
+from aretriever.store.rows import catalog_failure
+from aretriever.store.writers import RowWriter
+
+log = logging.getLogger("aretriever.engine.core")  # the engine's logger: users filter on it
 
 SkipCheck = Callable[[str, list[Target]], Awaitable[list[Decision]]]  # (lane, batch) -> decisions
 Record = Callable[[SourceResult], Awaitable[None]]
@@ -131,3 +143,46 @@ async def fetch(
             await record(result)
             if stopping.is_set():
                 return
+
+
+async def record_bad_rows(bad: list[BadRow], *, summary: RunSummary, rows: RowWriter) -> None:
+    """Count and log catalog rows that cannot be used, and record each as a failure row."""
+    for row in bad:
+        log.warning("catalog: row %d (%s): %s", row.index, row.name, row.reason)
+        # the reason's text is ours (chunk_to_targets), so its prefix is a stable kind
+        reason = "bad_coordinates" if row.reason.startswith("bad coordinates") else "bad_row"
+        summary.bad_rows[reason] += 1
+        await rows.put(catalog_failure(row.name, reason, row.reason))
+
+
+async def grace_watchdog(stopping: anyio.Event, grace_s: float, work: anyio.CancelScope) -> None:
+    """Once a stop is requested, give in-flight work ``grace_s`` seconds, then cancel it."""
+    await stopping.wait()
+    await anyio.sleep(grace_s)
+    log.warning("grace period over: cancelling in-flight work")
+    work.cancel()
+
+
+async def save_histograms(histograms: HistogramFile | None, every_s: float) -> None:
+    """Save the score histograms every ``every_s`` seconds, so a crash loses at most that much."""
+    if histograms is None:
+        return
+    while True:
+        await anyio.sleep(every_s)
+        await histograms.save()
+
+
+def bulk_skip_check(
+    sessions: Sessions, products: Products, data_root: Path, cfg: EngineConfig, clock: Callable[[], datetime]
+) -> SkipCheck:
+    """A lane's skip check of one batch, retried through transient database errors."""
+
+    async def check(lane: str, batch: list[Target]) -> list[Decision]:
+        # the clock is read per batch: in a long run, refresh ages move with it
+        freshness = Freshness.of(cfg.refresh_after_days, cfg.retry_failed_after_s, clock())
+        call = functools.partial(
+            check_batch, sessions, lane, batch, products, data_root, verify=cfg.verify, freshness=freshness
+        )
+        return await retry_transient(call, what=f"{lane}: skip check")
+
+    return check
