@@ -68,9 +68,10 @@ __all__ = [
 class ObservatoriesBase(Part):
     """One section per observatory: the built-ins' below, and one for any registered adapter.
 
-    The built-ins' sections are typed fields, the others extra keys. The fields come from the adapter registry (:func:`aretriever.adapters.builtin_config_models`),
-    so adding a built-in touches its adapter, its config model and the registry only. A section
-    named after a third-party adapter (entry point group ``aretriever.adapters``) is validated by
+    The built-ins' sections are typed fields, the others extra keys. The fields come from the
+    adapter registry (:func:`aretriever.adapters.builtin_config_models`), so adding a built-in
+    touches its adapter, its config model and the registry only. A section named after a
+    third-party adapter (entry point group ``aretriever.adapters``) is validated by
     that adapter's ``config_model`` (a :class:`LaneConfig` subclass, plain :class:`LaneConfig` when
     it has none), so its keys are as strict as the built-ins'. A name no adapter is registered
     under is refused with the list of the available ones.
@@ -85,8 +86,10 @@ class ObservatoriesBase(Part):
         extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
         errors: list[InitErrorDetails] = []
         for name, value in list(extra.items()):
+            if isinstance(value, LaneConfig):
+                continue  # already validated (a section object made by section())
             try:
-                extra[name] = value if isinstance(value, LaneConfig) else adapter_config_model(name).model_validate(value)
+                extra[name] = adapter_config_model(name).model_validate(value)
             except ValidationError as exc:
                 errors += [_under(name, err) for err in exc.errors()]
         if errors:
