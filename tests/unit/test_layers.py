@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 # where each installed package's files are (adapters/ and store/ install inside aretriever)
 SOURCES = {"aretriever": REPO / "aretriever", "aretriever.adapters": REPO / "adapters", "aretriever.store": REPO / "store"}
 APPS = ("engine", "service", "cli", "project", "observatories", "plotting", "export", "daemon", "fetch",
-        "populate", "plot", "config")  # fmt: skip
-BASICS = ("errors", "redact", "numbers", "retry", "http")
+        "populate", "plot", "config", "config_tree", "config_seed", "config_output")  # fmt: skip
+BASICS = ("errors", "redact", "numbers", "retry", "http", "lane_config")
 SHARED = "aretriever.adapters.base"  # dataclasses only: the vocabulary between the layers
 
 # layer -> the aretriever packages it must never import
