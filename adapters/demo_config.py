@@ -20,6 +20,7 @@ class DemoConfig(LaneConfig):
 
     section_description: ClassVar[str] = "simulated observatory"
 
+    # No request leaves the machine, so the limit only keeps the lane's machinery in the path.
     rate_per_s: float = Field(
         1000.0, gt=0, description="simulated requests per second", json_schema_extra=OPERATIONAL
     )

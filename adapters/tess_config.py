@@ -36,12 +36,16 @@ class TessConfig(LaneConfig):
     rate_per_s: float = Field(
         5.0, gt=0, description="requests per second, at most, to MAST", json_schema_extra=OPERATIONAL
     )
+    # Larger than IRSA's limit: a FITS file is streamed to disk, not held in memory, and the
+    # limit only has to stop a runaway answer.
     max_body_bytes: int = Field(
         128 * 1024 * 1024,
         gt=0,
         description="largest MAST answer read, JSON or streamed FITS (lightcurve files are ~2 MB)",
         json_schema_extra=OPERATIONAL,
     )
+    # Two radii: the cone (cat_query) only gathers candidates, the nearest one must then be within
+    # distance_thresh; a wide cone lets a miss name the nearest star and its distance.
     cat_query_radius_arcsec: float = Field(360.0, gt=0, description="TIC cone radius around the source")
     distance_thresh_arcsec: float = Field(10.0, gt=0, description="nearest TIC row must be closer than this")
     magdiff_thresh: float = Field(
@@ -62,4 +66,5 @@ class TessConfig(LaneConfig):
         description="give up on an EXECUTING MAST query after this",
         json_schema_extra=OPERATIONAL,
     )
+    # Nested, not flat: the reducer runs in the process pool and gets only this part, pickled.
     reducer: TessReducerConfig = Field(default_factory=TessReducerConfig, description="reduction parameters")

@@ -24,6 +24,8 @@ class ZtfReducerConfig(Part):
         validation_alias=AliasChoices("radius_arcsec", "radius"),
         description="drop oids whose median position is further than this from the source",
     )
+    # In magnitudes, against the catalog's mag: a neighbour of another brightness in the same
+    # cone is a different star even when its position is within radius_arcsec.
     mag_range: float | None = Field(
         0.75,
         gt=0,
@@ -49,6 +51,8 @@ class ZtfConfig(LaneConfig):
     rate_per_s: float = Field(
         5.0, gt=0, description="requests per second, at most, to IRSA", json_schema_extra=OPERATIONAL
     )
+    # Lower than the lane's default: IRSA's answers are small, so a huge one is an error page
+    # or a runaway cone, and it is cut before it fills the memory of the event loop's process.
     max_body_bytes: int = Field(
         64 * 1024 * 1024,
         gt=0,
@@ -61,6 +65,8 @@ class ZtfConfig(LaneConfig):
         validation_alias=AliasChoices("cone_search_radius_arcsec", "cone_search_radius"),
         description="cone radius; 0.003 × total proper motion (mas/yr) is added",
     )
+    # ZTF observes from Palomar (latitude +33 deg) and covers the sky north of about -30 deg:
+    # asking IRSA for a source further south would only spend a request of the rate budget.
     minimal_declination_deg: float = Field(
         -30.0,
         ge=-90,
@@ -77,4 +83,5 @@ class ZtfConfig(LaneConfig):
     collection: str | None = Field(
         None, description="IRSA COLLECTION, e.g. 'ztf_dr23' (None: the latest public release)"
     )
+    # Nested, not flat: the reducer runs in the process pool and gets only this part, pickled.
     reducer: ZtfReducerConfig = Field(default_factory=ZtfReducerConfig, description="reduction parameters")

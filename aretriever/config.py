@@ -58,6 +58,7 @@ def _find_file(cfg_file: str | Path | Literal[False] | None, name: str, folder: 
     if cfg_file is None:
         default = folder / f"{name}.yaml"
         return default if default.is_file() else None
+    # A bare name means "the project's configs folder", as the seed's cfg_file did; a path is a path.
     bare = "/" not in str(cfg_file) and os.sep not in str(cfg_file)
     path = folder / cfg_file if bare else Path(cfg_file)
     if not path.is_file():
@@ -78,7 +79,7 @@ def _read_yaml(path: Path, cfg_key: str | None) -> Tree:
             has = ", ".join(map(str, data)) if isinstance(data, dict) else "no keys"
             raise ConfigError(f"config: cfg_key {cfg_key!r} not in {path} (the file has: {has})")
         data = data[cfg_key]
-    if not isinstance(data, dict | None):
+    if not isinstance(data, dict | None):  # None: an empty file, which is a valid (empty) config
         where = f"{path} [{cfg_key}]" if cfg_key else str(path)
         got = type(data).__name__
         raise ConfigError(f"config: {where}: expected a mapping of config parts (got {got})")
@@ -105,7 +106,7 @@ def _parse_set(text: str) -> Tree:
     if not equals or not all(keys):
         raise ConfigError(f"config: --set {_set_shown(text)!r}: expected dotted.path=value")
     try:
-        value = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)  # YAML, so "3" is a number, "[g, r]" a list, "null" None
     except yaml.YAMLError as exc:
         reason = _yaml_reason(exc)
         raise ConfigError(f"config: --set {_set_shown(text)!r}: not valid YAML: {reason}") from exc
@@ -125,6 +126,8 @@ def _sections_in_use(cfg: Config) -> None:
 
 
 def _credentials_from_env(cfg: Config, environ: Mapping[str, str]) -> None:
+    # After validation, and only where the config has none: credentials given in a file, the
+    # arguments or --set win over the environment's.
     for name, section in cfg.observatories.sections().items():
         user = environ.get(f"ARETRIEVER_{name.upper()}_USERNAME")
         password = environ.get(f"ARETRIEVER_{name.upper()}_PASSWORD")
@@ -179,6 +182,7 @@ def load_config(
     file = split(_read_yaml(path, cfg_key) if path else {})
     label = (f"{path} [{cfg_key}]" if cfg_key else str(path)) if path else None
 
+    # Parsed first: a --set may name a third-party section that obs_kwargs must reach too.
     set_trees = [(_parse_set(text), f"--set {_set_shown(text)}") for text in sets]
     merged = Merged()
     merged.add(file.native, label)
@@ -194,7 +198,7 @@ def load_config(
     for tree, origin in set_trees:
         merged.add(tree, origin)
     cfg = merged.validate()
-    cfg.store = resolve_store(cfg.store)
+    cfg.store = resolve_store(cfg.store)  # once, here: every part then sees the same DATA_ROOT
     _sections_in_use(cfg)
     _credentials_from_env(cfg, os.environ)
     _check_custom_classes(cfg)

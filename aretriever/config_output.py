@@ -48,6 +48,8 @@ def _fields(model: BaseModel) -> Iterator[tuple[str, FieldInfo, Any]]:
 
 
 def _dump(model: BaseModel, *, operational: bool) -> Tree:
+    # Field by field rather than model_dump: secrets and operational fields are dropped by their
+    # marks, and a section's extras (third-party observatories) are reached like fields.
     out: Tree = {}
     for name, info, value in _fields(model):
         if _is_secret(info) or (not operational and _is_operational(info)):
@@ -111,11 +113,15 @@ def config_hash(cfg: Config, code_version: str | None = None) -> str:
         "config": _dump(cfg, operational=False),
         "code_version": _current_code_version() if code_version is None else code_version,
     }
+    # Sorted keys and fixed separators: the same config hashes the same in any process, whatever
+    # the order its layers were merged in.
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _scalar(value: Any) -> str:
+    # Flow-style YAML keeps a value on its key's line; a string with a newline would break that,
+    # so it is written as JSON (which YAML reads back).
     text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20)
     text = text.removesuffix("\n").removesuffix("\n...")
     return json.dumps(value, ensure_ascii=False) if "\n" in text else text

@@ -20,7 +20,6 @@ _ANALYSIS_SUBS = {
     "simulator_kwargs": "simulator",
     "histogram_kwargs": "histograms",
 }
-# The seed gave custom-code locations to the Project, not to its Analysis.
 
 # --- seed (AstroRetriever) constructor keywords --------------------------------------------------
 

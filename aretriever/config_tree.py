@@ -33,6 +33,7 @@ Loc = tuple[str | int, ...]
 
 GENERIC_KEY = "obs_kwargs"
 BUILTINS = tuple(ObservatoriesConfig.model_fields)
+# The seed gave custom-code locations to the Project, not to its Analysis.
 ANALYSIS_CODE = frozenset(k for k in AnalysisConfig.model_fields if k.endswith(("_module", "_class")))
 
 
@@ -62,6 +63,7 @@ def _child(model: type[BaseModel] | None, key: object) -> type[BaseModel] | None
     return None
 
 
+# Cached: models are classes that do not change, and every key of every layer is looked up here.
 @functools.cache
 def keys_of(model: type[BaseModel]) -> dict[str, str]:
     """Every accepted key of ``model`` (names and aliases) mapped to its field name."""
@@ -94,6 +96,7 @@ def _walk(
                 tree[key] = value
             continue
         if isinstance(value, BaseModel):
+            # Only the keys its author set: a model's defaults must not override a file's values.
             value = value.model_dump(exclude_unset=True)
         sub = _child(model, name)
         if sub is not None and isinstance(value, Mapping):
@@ -134,10 +137,11 @@ def _shown(loc: Loc, value: Any) -> str:
     if {"credentials", "password"} & {str(p) for p in loc}:
         return "***"
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 80 else text[:77] + "..."  # one problem, one line
 
 
 def _origin(loc: Loc, origins: Mapping[Loc, str | None]) -> str:
+    # A value that came inside a mapping is recorded at the mapping's location: look upwards.
     for end in range(len(loc), 0, -1):
         if loc[:end] in origins:
             where = origins[loc[:end]]
@@ -174,6 +178,7 @@ def merge(
                 origins[loc] = origin
             merge(dst[key], value, origin, origins, loc)
             continue
+        # A scalar replacing a mapping: the keys it replaced must not name their old layer.
         for stale in [o for o in origins if o[: len(loc)] == loc]:
             del origins[stale]
         dst[key] = value
@@ -232,6 +237,7 @@ class Merged:
         origin = f"{file} ({GENERIC_KEY})" if file else GENERIC_KEY
         unknown: list[set[Loc]] = []
         for obs in self.observatories:
+            # Each section takes only the keys its model has: ZTF's cone radius must not fail TESS.
             kept, missing = _walk(adapter_config_model(obs), generic, keep_unknown=False)
             self.add({"observatories": {obs: kept}}, origin)
             unknown.append(set(missing))
@@ -242,6 +248,8 @@ class Merged:
             self.problems.append(f"config: {GENERIC_KEY}.{_dotted(loc)}: {detail}{where}")
 
     def validate(self) -> Config:
+        # Validated once, at the end: a layer alone need not be valid, and every problem of every
+        # layer is reported at once (one per line) instead of the first only.
         try:
             cfg = Config.model_validate(self.tree)
         except ValidationError as exc:
@@ -278,6 +286,7 @@ def named_third_party(trees: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 def nested(loc: Sequence[str], value: Any) -> Tree:
+    """``("a", "b"), 1`` as ``{"a": {"b": 1}}``: a dotted path as a tree to merge."""
     for key in reversed(loc[1:]):
         value = {key: value}
     return {loc[0]: value}

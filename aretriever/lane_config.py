@@ -18,6 +18,8 @@ __all__ = ["OPERATIONAL", "Credentials", "LaneConfig", "Part"]
 class Part(BaseModel):
     """Base of every config part: strict keys, validated assignment."""
 
+    # Assignments are validated too: the seed's style (``proj.ztf.rate_per_s = 2``) must not slip
+    # a bad value past the checks a file gets.
     model_config = ConfigDict(
         extra="forbid",
         validate_assignment=True,
