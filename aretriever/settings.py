@@ -6,6 +6,9 @@ rejected. Seed (AstroRetriever) names are accepted as aliases where they were un
 (``vc``, ``gap``, ``radius``, ``cone_search_radius``...).
 
 Loading, precedence, ``--set`` overrides and the config hash live in :mod:`aretriever.config`.
+This module holds the catalog, analysis and project parts and the whole :class:`Config`; the
+observatory sections come from the adapter registry (the built-ins' models beside their adapters,
+``adapters/*_config.py``), the engine, store and daemon parts from :mod:`aretriever.settings_runtime`.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from aretriever.adapters.tess_config import TessConfig, TessReducerConfig
 from aretriever.adapters.ztf_config import ZtfConfig, ZtfReducerConfig
 from aretriever.errors import ConfigError
 from aretriever.lane_config import OPERATIONAL, Credentials, LaneConfig, Part
+from aretriever.settings_runtime import DaemonConfig, EngineConfig, StoreConfig
 
 # The lane's and the built-ins' models are defined beside the adapters (aretriever.lane_config,
-# adapters/*_config.py); they are re-exported here, where callers have always found them.
+# adapters/*_config.py), the engine's, store's and daemon's in aretriever.settings_runtime; they
+# are re-exported here, where callers have always found them.
 __all__ = [
     "OPERATIONAL",
     "AnalysisConfig",
@@ -341,149 +346,6 @@ class ProjectConfig(Part):
         validation_alias=AliasChoices("version_control", "vc"),
         description="products go to DATA_ROOT/<PROJECT>_<cfg hash>",
     )
-
-
-class EngineConfig(Part):
-    """The async engine: pool, queues, shutdown."""
-
-    workers: int | None = Field(
-        None,
-        ge=1,
-        description="processes in the reduction pool (None: one per core)",
-        json_schema_extra=OPERATIONAL,
-    )
-    queue_size: int = Field(
-        256, ge=1, description="capacity of each queue between stages", json_schema_extra=OPERATIONAL
-    )
-    skip_batch: int = Field(
-        200,
-        ge=1,
-        description="catalog rows looked up at once for the skip check",
-        json_schema_extra=OPERATIONAL,
-    )
-    grace_s: float = Field(
-        30.0,
-        ge=0,
-        description="on SIGINT/SIGTERM, how long in-flight work may finish",
-        json_schema_extra=OPERATIONAL,
-    )
-    reduce: bool = Field(True, description="reduce raw data to lightcurves", json_schema_extra=OPERATIONAL)
-    analyze: bool = Field(
-        True, description="analyse reduced lightcurves (S/N, detections)", json_schema_extra=OPERATIONAL
-    )
-    shared_queue: bool = Field(
-        False,
-        description="share the catalog with other workers through PostgreSQL (work_items, SKIP LOCKED claims)",
-        json_schema_extra=OPERATIONAL,
-    )
-    n_workers: int = Field(
-        1,
-        ge=1,
-        description="workers sharing the archives: each lane takes rate_per_s / n_workers",
-        json_schema_extra=OPERATIONAL,
-    )
-    lease_s: float = Field(
-        60.0,
-        gt=0,
-        description="a claim lapses this long after its worker's last heartbeat",
-        json_schema_extra=OPERATIONAL,
-    )
-    claim_batch: int = Field(50, ge=1, description="sources claimed at a time", json_schema_extra=OPERATIONAL)
-    refresh_after_days: float | None = Field(
-        None,
-        gt=0,
-        description="fetch raw data again once it is older than this (None: never; the daemon's refresh)",
-        json_schema_extra=OPERATIONAL,
-    )
-    retry_failed_after_s: float | None = Field(
-        None,
-        gt=0,
-        description="a source that failed waits this long before it is tried again (None: next run)",
-        json_schema_extra=OPERATIONAL,
-    )
-    histogram_save_s: float = Field(
-        60.0,
-        gt=0,
-        description="save the score histograms this often (and at the end)",
-        json_schema_extra=OPERATIONAL,
-    )
-    verify: bool = Field(
-        False,
-        description="open every stored file in the skip check; re-fetch unreadable ones",
-        json_schema_extra=OPERATIONAL,
-    )
-
-
-class StoreConfig(Part):
-    """Where rows and files go."""
-
-    data_root: Path | None = Field(
-        None, description="DATA_ROOT (None: $RETRIEVER_DATA, else ./data)", json_schema_extra=OPERATIONAL
-    )
-    db_url: str | None = Field(
-        None,
-        description="SQLAlchemy async URL (None: $ARETRIEVER_DB_URL, else SQLite in DATA_ROOT)",
-        json_schema_extra=OPERATIONAL,
-    )
-    db_batch_rows: int = Field(
-        500, ge=1, description="rows per database transaction, at most", json_schema_extra=OPERATIONAL
-    )
-    db_batch_ms: float = Field(
-        200.0,
-        gt=0,
-        description="longest wait before a partial batch is written",
-        json_schema_extra=OPERATIONAL,
-    )
-    fsync: bool = Field(
-        True,
-        description="flush each file, then its folder, to the disk before its rows are committed",
-        json_schema_extra=OPERATIONAL,
-    )
-    statement_timeout_s: float = Field(
-        300.0,
-        gt=0,
-        description="PostgreSQL cancels any statement running longer (migrations included)",
-        json_schema_extra=OPERATIONAL,
-    )
-
-
-class DaemonConfig(Part):
-    """``python -m aretriever.daemon``: the catalogs it keeps fresh, its HTTP endpoint, its logs."""
-
-    catalogs: list[str] = Field(
-        default_factory=list,
-        description="catalog specs to work through (empty: catalog.default / catalog.path)",
-        json_schema_extra=OPERATIONAL,
-    )
-    interval_s: float = Field(
-        300.0, gt=0, description="wait between two passes over the catalogs", json_schema_extra=OPERATIONAL
-    )
-    host: str = Field(
-        "127.0.0.1", description="address of /healthz and /metrics", json_schema_extra=OPERATIONAL
-    )
-    port: int = Field(
-        9108,
-        ge=0,
-        le=65535,
-        description="port of /healthz and /metrics (0: any free port)",
-        json_schema_extra=OPERATIONAL,
-    )
-    http_timeout_s: float = Field(
-        30.0,
-        gt=0,
-        description="/healthz and /metrics close a connection that sends no complete request for this long",
-        json_schema_extra=OPERATIONAL,
-    )
-    log_format: Literal["text", "json"] = Field(
-        "json", description="one line per event: JSON objects or plain text", json_schema_extra=OPERATIONAL
-    )
-    log_file: Path | None = Field(
-        None, description="log here, rotating (None: stderr)", json_schema_extra=OPERATIONAL
-    )
-    log_max_mb: float = Field(
-        50.0, gt=0, description="rotate the log file at this size", json_schema_extra=OPERATIONAL
-    )
-    log_backups: int = Field(5, ge=0, description="rotated log files kept", json_schema_extra=OPERATIONAL)
 
 
 class Config(Part):

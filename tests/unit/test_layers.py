@@ -40,6 +40,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     **{f"aretriever.{basic}": ("store", "science", "adapters", "catalogs", *APPS) for basic in BASICS},
     # the registry (adapters/__init__) names the sections a config may have; nothing else
     "aretriever.settings": ("store", "science", "catalogs", *APPS),
+    "aretriever.settings_runtime": ("store", "science", "adapters", "catalogs", *APPS),
 }
 # the client's parsers, which the fake archive must not use to build its answers
 CLIENT_PARSERS = ("aretriever.adapters.ztf", "aretriever.adapters.tess", "aretriever.adapters.mast",
