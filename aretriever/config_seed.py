@@ -13,6 +13,7 @@ from aretriever.settings import AnalysisConfig, submodel
 
 __all__ = ["from_seed_kwargs"]
 
+# Seed keywords that set the project itself (``project.*``), not one of its parts.
 _PROJECT_KEYS = frozenset({"name", "description", "version_control", "vc", "obs_names"})
 _ANALYSIS_SUBS = {
     "finder_kwargs": "finder",

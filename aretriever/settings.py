@@ -135,6 +135,8 @@ def submodel(annotation: Any) -> type[BaseModel] | None:
     return models[0] if len(models) == 1 else None
 
 
+# Typed fields rather than extras for the built-ins: their defaults exist without any file, so
+# ``config show`` and the hash always cover them, and tests can write ``cfg.observatories.ztf``.
 def _builtin_sections() -> dict[str, Any]:
     """``create_model`` field definitions: one typed section per built-in adapter, defaults filled."""
     return {

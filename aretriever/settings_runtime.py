@@ -26,9 +26,12 @@ class EngineConfig(Part):
         description="processes in the reduction pool (None: one per core)",
         json_schema_extra=OPERATIONAL,
     )
+    # Bounded queues are the backpressure: a slow stage (the pool, the database) holds up the
+    # catalog reader instead of letting fetched bodies pile up in memory.
     queue_size: int = Field(
         256, ge=1, description="capacity of each queue between stages", json_schema_extra=OPERATIONAL
     )
+    # One query per batch of rows, not per source: the skip check must not cost a round trip each.
     skip_batch: int = Field(
         200,
         ge=1,
@@ -52,6 +55,8 @@ class EngineConfig(Part):
         ),
         json_schema_extra=OPERATIONAL,
     )
+    # rate_per_s is the limit of the whole deployment: N workers sharing a catalog take 1/N of it
+    # each so that, together, they keep it.
     n_workers: int = Field(
         1,
         ge=1,
@@ -110,6 +115,7 @@ class StoreConfig(Part):
         description="longest wait before a partial batch is written",
         json_schema_extra=OPERATIONAL,
     )
+    # Files before rows: a committed row must never point at a file a power cut could still lose.
     fsync: bool = Field(
         True,
         description="flush each file, then its folder, to the disk before its rows are committed",
@@ -144,6 +150,7 @@ class DaemonConfig(Part):
         description="port of /healthz and /metrics (0: any free port)",
         json_schema_extra=OPERATIONAL,
     )
+    # A client that opens a connection and never finishes its request must not hold it for ever.
     http_timeout_s: float = Field(
         30.0,
         gt=0,
