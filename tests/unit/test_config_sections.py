@@ -77,7 +77,7 @@ def test_builtin_sections_are_the_registrys_config_models() -> None:
 
 def test_a_registry_entry_is_all_a_new_builtin_section_needs(monkeypatch: pytest.MonkeyPatch) -> None:
     entry = registry.Builtin(f"{__name__}:SkyAdapter", f"{__name__}:SkyConfig")
-    monkeypatch.setitem(registry._BUILTIN, "sky", entry)  # type: ignore[attr-defined]
+    monkeypatch.setitem(registry._BUILTIN, "sky", entry)
     fields = settings._builtin_sections()
     assert list(fields) == ["ztf", "tess", "demo", "sky"]
     model, info = fields["sky"]
