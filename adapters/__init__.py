@@ -1,15 +1,18 @@
 """Observatory adapters and their registry by name.
 
-Built-in adapters are listed in ``_BUILTIN`` as ``"module:Class"`` strings (adding one is one
-line); third-party adapters register a class under the entry point group
-``aretriever.adapters``::
+Built-in adapters are listed in ``_BUILTIN``: the adapter class and its config model, as
+``"module:Class"`` strings (adding one is one entry); third-party adapters register a class under
+the entry point group ``aretriever.adapters``::
 
     [project.entry-points."aretriever.adapters"]
     myobs = "my_package.adapter:MyAdapter"
 
 An adapter class names its config section's model in ``config_model`` (a
-:class:`~aretriever.settings.LaneConfig` subclass): ``observatories.<name>`` in a config file is
-validated by it, for built-in and third-party adapters alike. See ``docs/adapters.md``.
+:class:`~aretriever.lane_config.LaneConfig` subclass): ``observatories.<name>`` in a config file is
+validated by it, for built-in and third-party adapters alike. A built-in's config model lives in a
+module of its own beside the adapter (``ztf_config.py``), so :mod:`aretriever.settings` builds the
+built-in sections from :func:`builtin_config_models` without importing any adapter. See
+``docs/adapters.md``.
 
 Nothing is imported until it is asked for, so ``import aretriever.adapters`` stays cheap (the
 ZTF adapter pulls in pandas and pyarrow). ``ADAPTERS`` (every adapter class by name) loads them
@@ -21,7 +24,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aretriever.errors import ConfigError
 
@@ -32,10 +35,19 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP: Final = "aretriever.adapters"
 
-_BUILTIN: Final[dict[str, str]] = {
-    "demo": "aretriever.adapters.demo:DemoAdapter",
-    "tess": "aretriever.adapters.tess:TessAdapter",
-    "ztf": "aretriever.adapters.ztf:ZtfAdapter",
+
+class Builtin(NamedTuple):
+    """Where a built-in adapter and its config model are, as ``"module:Class"`` strings."""
+
+    adapter: str
+    config: str  # must be importable without the adapter's module: settings imports it
+
+
+# The order is the order of the sections in ``config show`` (and of ObservatoriesConfig's fields).
+_BUILTIN: Final[dict[str, Builtin]] = {
+    "ztf": Builtin("aretriever.adapters.ztf:ZtfAdapter", "aretriever.adapters.ztf_config:ZtfConfig"),
+    "tess": Builtin("aretriever.adapters.tess:TessAdapter", "aretriever.adapters.tess_config:TessConfig"),
+    "demo": Builtin("aretriever.adapters.demo:DemoAdapter", "aretriever.adapters.demo_config:DemoConfig"),
 }
 
 ADAPTERS: dict[str, type[Any]]  # built lazily by __getattr__ below
@@ -79,10 +91,20 @@ def refresh() -> None:
     globals().pop("ADAPTERS", None)
 
 
+def builtin_config_models() -> dict[str, type[Any]]:
+    """The config model of every built-in adapter by name, in section order (adapters not imported)."""
+    return {name: _load(name, builtin.config) for name, builtin in _BUILTIN.items()}
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` (lower case) is a built-in adapter (its section is a typed field)."""
+    return name in _BUILTIN
+
+
 def adapter_class_for(name: str) -> type[Any]:
     """The adapter class registered as ``name`` (lower case), imported on demand."""
     if name in _BUILTIN:
-        return _load(name, _BUILTIN[name])
+        return _load(name, _BUILTIN[name].adapter)
     found = _entry_points().get(name)
     if found is None:
         raise ConfigError(f"config: unknown observatory {name!r}; available: {', '.join(available())}")

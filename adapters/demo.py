@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from aretriever.science.simulator import stable_rng
-from aretriever.settings import DemoConfig
 
 from .base import Fetched, HttpPort, ReducedLightcurve, Target
+from .demo_config import DemoConfig
 
 FIRST_MJD: Final = 58000.0
 POSITION_SCATTER_DEG: Final = 0.005 / 3600.0  # 5 mas

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from aretriever.errors import ArchiveErrorPage, MalformedResponse, PermanentFetchError, TransientFetchError
-from aretriever.settings import TessConfig
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
 from .base import HttpPort, Request, Target
+from .tess_config import TessConfig
 
 INVOKE_PATH: Final = "/api/v0/invoke"
 DOWNLOAD_PATH: Final = "/api/v0.1/Download/file"

@@ -39,7 +39,6 @@ from astropy.io import fits
 
 from aretriever.errors import PermanentFetchError
 from aretriever.numbers import finite_or_none, separation_deg
-from aretriever.settings import TessConfig, TessReducerConfig
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
 from .base import Fetched, HttpPort, ReducedLightcurve, Target
@@ -58,6 +57,7 @@ from .mast import (
     tic_cone_params,
     tic_id_params,
 )
+from .tess_config import TessConfig, TessReducerConfig
 
 log = logging.getLogger("aretriever.adapters.tess")
 

@@ -25,10 +25,10 @@ import pyarrow.csv as pa_csv
 
 from aretriever.errors import ArchiveErrorPage, MalformedResponse
 from aretriever.numbers import separation_deg
-from aretriever.settings import ZtfConfig, ZtfReducerConfig
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
 from .base import Fetched, HttpPort, ReducedLightcurve, Request, Target
+from .ztf_config import ZtfConfig, ZtfReducerConfig
 
 LIGHTCURVE_PATH: Final = "/cgi-bin/ZTF/nph_light_curves"
 

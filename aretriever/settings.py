@@ -6,249 +6,101 @@ rejected. Seed (AstroRetriever) names are accepted as aliases where they were un
 (``vc``, ``gap``, ``radius``, ``cone_search_radius``...).
 
 Loading, precedence, ``--set`` overrides and the config hash live in :mod:`aretriever.config`.
+This module holds the catalog, analysis and project parts and the whole :class:`Config`; the
+observatory sections come from the adapter registry (the built-ins' models beside their adapters,
+``adapters/*_config.py``), the engine, store and daemon parts from :mod:`aretriever.settings_runtime`.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails
 
+# The registry names the sections a config may have; it imports no adapter for that.
+from aretriever.adapters import adapter_class_for, builtin_config_models
+from aretriever.adapters.demo_config import DemoConfig
+from aretriever.adapters.tess_config import TessConfig, TessReducerConfig
+from aretriever.adapters.ztf_config import ZtfConfig, ZtfReducerConfig
 from aretriever.errors import ConfigError
+from aretriever.lane_config import OPERATIONAL, Credentials, LaneConfig, Part
+from aretriever.settings_runtime import DaemonConfig, EngineConfig, StoreConfig
+
+# The lane's and the built-ins' models are defined beside the adapters (aretriever.lane_config,
+# adapters/*_config.py), the engine's, store's and daemon's in aretriever.settings_runtime; they
+# are re-exported here, where callers have always found them.
+__all__ = [
+    "OPERATIONAL",
+    "AnalysisConfig",
+    "CatalogConfig",
+    "ColumnMap",
+    "Config",
+    "Credentials",
+    "DaemonConfig",
+    "DemoConfig",
+    "EngineConfig",
+    "FinderConfig",
+    "HistogramConfig",
+    "LaneConfig",
+    "ObservatoriesConfig",
+    "Part",
+    "ProjectConfig",
+    "QualityConfig",
+    "SimulatorConfig",
+    "StoreConfig",
+    "TessConfig",
+    "TessReducerConfig",
+    "ZtfConfig",
+    "ZtfReducerConfig",
+    "adapter_config_model",
+    "submodel",
+]
 
 
-class Part(BaseModel):
-    """Base of every config part: strict keys, validated assignment."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        validate_assignment=True,
-        populate_by_name=True,
-        validate_default=True,
-    )
-
-
-def _alias(*names: str) -> AliasChoices:
-    return AliasChoices(*names)
-
-
-# Fields marked ``operational`` change how fast or where things run, not what is produced; they are
-# left out of the config hash so that, e.g., raising a rate limit does not start a new product folder.
-OPERATIONAL: dict[str, Any] = {"operational": True}
-
-
-class Credentials(Part):
-    """Archive credentials; never hashed, logged or written to disk."""
-
-    username: str = Field("", description="archive user name")
-    password: SecretStr = Field(SecretStr(""), description="archive password (never logged or written)")
-
-
-class LaneConfig(Part):
-    """How aretriever talks to one archive: rate, concurrency, timeouts, retries."""
-
-    base_url: str = Field(
-        "", description="archive base URL (tests point it at the fake archive)", json_schema_extra=OPERATIONAL
-    )
-    rate_per_s: float = Field(
-        5.0, gt=0, description="requests per second, at most, to this archive", json_schema_extra=OPERATIONAL
-    )
-    max_concurrency: int = Field(
-        8, ge=1, description="sources fetched at the same time", json_schema_extra=OPERATIONAL
-    )
-    timeout_s: float = Field(
-        60.0, gt=0, description="timeout of one request, seconds", json_schema_extra=OPERATIONAL
-    )
-    max_attempts: int = Field(
-        5,
-        ge=1,
-        description="attempts per request before the source is recorded as failed",
-        json_schema_extra=OPERATIONAL,
-    )
-    backoff_base_s: float = Field(
-        1.0,
-        gt=0,
-        description="first retry delay; doubles each attempt, with jitter",
-        json_schema_extra=OPERATIONAL,
-    )
-    backoff_max_s: float = Field(
-        60.0, gt=0, description="longest delay between two attempts", json_schema_extra=OPERATIONAL
-    )
-    max_retry_after_s: float = Field(
-        300.0,
-        gt=0,
-        description="a Retry-After longer than this is not waited for: the source fails (transient)",
-        json_schema_extra=OPERATIONAL,
-    )
-    max_body_bytes: int = Field(
-        256 * 1024 * 1024,
-        gt=0,
-        description="largest answer read (memory or streamed file); a larger one fails the source",
-        json_schema_extra=OPERATIONAL,
-    )
-    credentials: Credentials | None = Field(
-        None, description="only for non-public data; from config or environment"
-    )
-
-    @property
-    def num_threads_download(self) -> int:
-        """The seed's name for the lane's concurrency (0, "no threads", means one at a time)."""
-        return self.max_concurrency
-
-    @num_threads_download.setter
-    def num_threads_download(self, value: int) -> None:
-        self.max_concurrency = max(1, int(value))
-
-
-class ZtfReducerConfig(Part):
-    """How raw ZTF photometry becomes lightcurves."""
-
-    radius_arcsec: float = Field(
-        3.0,
-        gt=0,
-        validation_alias=_alias("radius_arcsec", "radius"),
-        description="drop oids whose median position is further than this from the source",
-    )
-    mag_range: float | None = Field(
-        0.75,
-        gt=0,
-        description="drop oids whose median mag differs more than this from the catalog mag (None: keep)",
-    )
-    gap_days: float = Field(
-        40.0,
-        gt=0,
-        validation_alias=_alias("gap_days", "gap"),
-        description="a gap longer than this between epochs starts a new season",
-    )
-    drop_bad: bool = Field(True, description="drop points with catflags != 0 or NaN mag")
-
-
-class ZtfConfig(LaneConfig):
-    """ZTF lightcurves from IRSA's nph_light_curves API."""
-
-    base_url: str = Field(
-        "https://irsa.ipac.caltech.edu", description="IRSA base URL", json_schema_extra=OPERATIONAL
-    )
-    rate_per_s: float = Field(
-        5.0, gt=0, description="requests per second, at most, to IRSA", json_schema_extra=OPERATIONAL
-    )
-    max_body_bytes: int = Field(
-        64 * 1024 * 1024,
-        gt=0,
-        description="largest IRSA answer read (lightcurve CSVs are 0.1-5 MB); a larger one fails the source",
-        json_schema_extra=OPERATIONAL,
-    )
-    cone_search_radius_arcsec: float = Field(
-        2.0,
-        gt=0,
-        validation_alias=_alias("cone_search_radius_arcsec", "cone_search_radius"),
-        description="cone radius; 0.003 × total proper motion (mas/yr) is added",
-    )
-    minimal_declination_deg: float = Field(
-        -30.0,
-        ge=-90,
-        le=90,
-        validation_alias=_alias("minimal_declination_deg", "minimal_declination"),
-        description="sources south of this are stored as 'no data' without a request",
-    )
-    limiting_magnitude: float = Field(
-        20.5, description="sources fainter than this are stored as 'no data' without a request"
-    )
-    bad_catflags_mask: int = Field(
-        32768, ge=0, description="IRSA BAD_CATFLAGS_MASK: epochs with these catflags bits are not returned"
-    )
-    collection: str | None = Field(
-        None, description="IRSA COLLECTION, e.g. 'ztf_dr23' (None: the latest public release)"
-    )
-    reducer: ZtfReducerConfig = Field(default_factory=ZtfReducerConfig, description="reduction parameters")
-
-
-class TessReducerConfig(Part):
-    """How TESS SPOC lightcurve files become lightcurves."""
-
-    quality_bitmask: int = Field(
-        17087, ge=0, description="cadences with these QUALITY bits are dropped (lightkurve's 'default')"
-    )
-    flux_column: Literal["PDCSAP_FLUX", "SAP_FLUX"] = Field("PDCSAP_FLUX", description="which flux to use")
-    zero_point_mag: float = Field(20.44, description="TESS instrumental zero point (mag)")
-
-
-class TessConfig(LaneConfig):
-    """TESS lightcurves from MAST (TIC match, CAOM observations, SPOC *_lc.fits products)."""
-
-    base_url: str = Field(
-        "https://mast.stsci.edu", description="MAST base URL", json_schema_extra=OPERATIONAL
-    )
-    rate_per_s: float = Field(
-        5.0, gt=0, description="requests per second, at most, to MAST", json_schema_extra=OPERATIONAL
-    )
-    max_body_bytes: int = Field(
-        128 * 1024 * 1024,
-        gt=0,
-        description="largest MAST answer read, JSON or streamed FITS (lightcurve files are ~2 MB)",
-        json_schema_extra=OPERATIONAL,
-    )
-    cat_query_radius_arcsec: float = Field(360.0, gt=0, description="TIC cone radius around the source")
-    distance_thresh_arcsec: float = Field(10.0, gt=0, description="nearest TIC row must be closer than this")
-    magdiff_thresh: float = Field(
-        0.75, gt=0, description="|GAIAmag - catalog mag| must be below this when the catalog has a mag"
-    )
-    limiting_magnitude: float | None = Field(
-        None, description="sources fainter than this (catalog mag) are stored as no data, unasked (None: all)"
-    )
-    poll_interval_s: float = Field(
-        2.0,
-        gt=0,
-        description="wait between two polls of an EXECUTING MAST query",
-        json_schema_extra=OPERATIONAL,
-    )
-    poll_deadline_s: float = Field(
-        300.0,
-        gt=0,
-        description="give up on an EXECUTING MAST query after this",
-        json_schema_extra=OPERATIONAL,
-    )
-    reducer: TessReducerConfig = Field(default_factory=TessReducerConfig, description="reduction parameters")
-
-
-class DemoConfig(LaneConfig):
-    """A simulated observatory: the whole pipeline with no network."""
-
-    rate_per_s: float = Field(
-        1000.0, gt=0, description="simulated requests per second", json_schema_extra=OPERATIONAL
-    )
-    num_points: int = Field(100, ge=1, description="points per simulated lightcurve")
-    time_span_days: float = Field(365.0, gt=0, description="time span of a simulated lightcurve")
-    mean_mag: float = Field(18.0, description="mean magnitude when the catalog has none")
-    noise_mag: float = Field(0.05, ge=0, description="Gaussian noise (mag)")
-    filters: list[str] = Field(default_factory=lambda: ["g", "r"], description="simulated filters")
-    wait_s: float = Field(
-        0.0, ge=0, description="simulated archive latency, seconds", json_schema_extra=OPERATIONAL
-    )
-    seed: int = Field(0, description="random seed (with the source name) for reproducible data")
-
-
-class ObservatoriesConfig(Part):
+class ObservatoriesBase(Part):
     """One section per observatory: the built-ins' below, and one for any registered adapter.
 
-    A section named after a third-party adapter (entry point group ``aretriever.adapters``) is
-    validated by that adapter's ``config_model`` (a :class:`LaneConfig` subclass, plain
-    :class:`LaneConfig` when it has none), so its keys are as strict as the built-ins'. A name no
-    adapter is registered under is refused with the list of the available ones.
+    The built-ins' sections are typed fields, the others extra keys. The fields come from the
+    adapter registry (:func:`aretriever.adapters.builtin_config_models`), so adding a built-in
+    touches its adapter, its config model and the registry only. A section named after a
+    third-party adapter (entry point group ``aretriever.adapters``) is validated by
+    that adapter's ``config_model`` (a :class:`LaneConfig` subclass, plain :class:`LaneConfig` when
+    it has none), so its keys are as strict as the built-ins'. A name no adapter is registered
+    under is refused with the list of the available ones.
     """
 
+    # Extra keys are allowed only to hold third-party sections: the validator below refuses names
+    # no adapter is registered under, so a typo still fails.
     model_config = ConfigDict(**{**Part.model_config, "extra": "allow"})
 
-    ztf: ZtfConfig = Field(default_factory=ZtfConfig, description="Zwicky Transient Facility via IRSA")
-    tess: TessConfig = Field(default_factory=TessConfig, description="TESS via MAST")
-    demo: DemoConfig = Field(default_factory=DemoConfig, description="simulated observatory")
-
     @model_validator(mode="after")
-    def _registered_sections(self) -> ObservatoriesConfig:
+    def _registered_sections(self) -> ObservatoriesBase:
         extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        errors: list[InitErrorDetails] = []
         for name, value in list(extra.items()):
-            extra[name] = value if isinstance(value, LaneConfig) else adapter_config_model(name).model_validate(value)
+            if isinstance(value, LaneConfig):
+                continue  # already validated (a section object made by section())
+            try:
+                extra[name] = adapter_config_model(name).model_validate(value)
+            except ValidationError as exc:
+                errors += [_under(name, err) for err in exc.errors()]
+        if errors:
+            # Raised again with the section's name in each location, so a message reads
+            # ``observatories.sky.rate_per_s`` as for a built-in, not ``observatories.rate_per_s``.
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     def section(self, name: str) -> LaneConfig:
@@ -261,18 +113,64 @@ class ObservatoriesConfig(Part):
             self.__pydantic_extra__[name] = default  # one section object per run, like the built-ins'
         return default
 
+    def sections(self) -> dict[str, LaneConfig]:
+        """Every section present: the built-ins' (always), then the third-party ones given."""
+        found = {name: getattr(self, name) for name in type(self).model_fields}
+        return {**found, **(self.__pydantic_extra__ or {})}
+
+
+def _under(name: str, err: ErrorDetails) -> InitErrorDetails:
+    """A third-party section's error, located under the section's name."""
+    details = InitErrorDetails(type=err["type"], loc=(name, *err["loc"]), input=err["input"])
+    if "ctx" in err:
+        details["ctx"] = err["ctx"]
+    return details
+
+
+def submodel(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (``X`` or ``X | None``), else None."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    candidates = typing.get_args(annotation) if union else (annotation,)
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+# Typed fields rather than extras for the built-ins: their defaults exist without any file, so
+# ``config show`` and the hash always cover them, and tests can write ``cfg.observatories.ztf``.
+def _builtin_sections() -> dict[str, Any]:
+    """``create_model`` field definitions: one typed section per built-in adapter, defaults filled."""
+    return {
+        name: (model, Field(default_factory=model, description=model.section_description or name))
+        for name, model in builtin_config_models().items()
+    }
+
+
+if TYPE_CHECKING:
+    # mypy cannot see fields made at run time; code reaches a section through ``section(name)``.
+    ObservatoriesConfig: TypeAlias = ObservatoriesBase
+else:
+    ObservatoriesConfig = create_model(
+        "ObservatoriesConfig",
+        __base__=ObservatoriesBase,
+        __module__=__name__,  # pickled configs (pool workers) find the class by this name
+        __doc__=ObservatoriesBase.__doc__,
+        **_builtin_sections(),
+    )
+
 
 def adapter_config_model(name: str) -> type[LaneConfig]:
-    """The config model of the adapter registered as ``name`` (imports that adapter).
+    """The config model of the adapter registered as ``name`` (imports a third-party adapter).
 
     Raises
     ------
     ConfigError
         No adapter is registered under ``name``, or its ``config_model`` is not a LaneConfig.
     """
-    from aretriever.adapters import adapter_class_for  # the registry imports adapters: only on demand
-
-    adapter_class = adapter_class_for(name.lower())
+    key = name.lower()
+    builtin = ObservatoriesConfig.model_fields.get(key)
+    if builtin is not None and isinstance(builtin.annotation, type):
+        return cast("type[LaneConfig]", builtin.annotation)  # no need to import the adapter
+    adapter_class = adapter_class_for(key)
     model = getattr(adapter_class, "config_model", LaneConfig)
     if not (isinstance(model, type) and issubclass(model, LaneConfig)):
         raise ConfigError(f"config: adapter {name!r}: config_model {model!r} is not a LaneConfig subclass")
@@ -447,152 +345,9 @@ class ProjectConfig(Part):
     )
     version_control: bool = Field(
         False,
-        validation_alias=_alias("version_control", "vc"),
+        validation_alias=AliasChoices("version_control", "vc"),
         description="products go to DATA_ROOT/<PROJECT>_<cfg hash>",
     )
-
-
-class EngineConfig(Part):
-    """The async engine: pool, queues, shutdown."""
-
-    workers: int | None = Field(
-        None,
-        ge=1,
-        description="processes in the reduction pool (None: one per core)",
-        json_schema_extra=OPERATIONAL,
-    )
-    queue_size: int = Field(
-        256, ge=1, description="capacity of each queue between stages", json_schema_extra=OPERATIONAL
-    )
-    skip_batch: int = Field(
-        200,
-        ge=1,
-        description="catalog rows looked up at once for the skip check",
-        json_schema_extra=OPERATIONAL,
-    )
-    grace_s: float = Field(
-        30.0,
-        ge=0,
-        description="on SIGINT/SIGTERM, how long in-flight work may finish",
-        json_schema_extra=OPERATIONAL,
-    )
-    reduce: bool = Field(True, description="reduce raw data to lightcurves", json_schema_extra=OPERATIONAL)
-    analyze: bool = Field(
-        True, description="analyse reduced lightcurves (S/N, detections)", json_schema_extra=OPERATIONAL
-    )
-    shared_queue: bool = Field(
-        False,
-        description="share the catalog with other workers through PostgreSQL (work_items, SKIP LOCKED claims)",
-        json_schema_extra=OPERATIONAL,
-    )
-    n_workers: int = Field(
-        1,
-        ge=1,
-        description="workers sharing the archives: each lane takes rate_per_s / n_workers",
-        json_schema_extra=OPERATIONAL,
-    )
-    lease_s: float = Field(
-        60.0,
-        gt=0,
-        description="a claim lapses this long after its worker's last heartbeat",
-        json_schema_extra=OPERATIONAL,
-    )
-    claim_batch: int = Field(50, ge=1, description="sources claimed at a time", json_schema_extra=OPERATIONAL)
-    refresh_after_days: float | None = Field(
-        None,
-        gt=0,
-        description="fetch raw data again once it is older than this (None: never; the daemon's refresh)",
-        json_schema_extra=OPERATIONAL,
-    )
-    retry_failed_after_s: float | None = Field(
-        None,
-        gt=0,
-        description="a source that failed waits this long before it is tried again (None: next run)",
-        json_schema_extra=OPERATIONAL,
-    )
-    histogram_save_s: float = Field(
-        60.0,
-        gt=0,
-        description="save the score histograms this often (and at the end)",
-        json_schema_extra=OPERATIONAL,
-    )
-    verify: bool = Field(
-        False,
-        description="open every stored file in the skip check; re-fetch unreadable ones",
-        json_schema_extra=OPERATIONAL,
-    )
-
-
-class StoreConfig(Part):
-    """Where rows and files go."""
-
-    data_root: Path | None = Field(
-        None, description="DATA_ROOT (None: $RETRIEVER_DATA, else ./data)", json_schema_extra=OPERATIONAL
-    )
-    db_url: str | None = Field(
-        None,
-        description="SQLAlchemy async URL (None: $ARETRIEVER_DB_URL, else SQLite in DATA_ROOT)",
-        json_schema_extra=OPERATIONAL,
-    )
-    db_batch_rows: int = Field(
-        500, ge=1, description="rows per database transaction, at most", json_schema_extra=OPERATIONAL
-    )
-    db_batch_ms: float = Field(
-        200.0,
-        gt=0,
-        description="longest wait before a partial batch is written",
-        json_schema_extra=OPERATIONAL,
-    )
-    fsync: bool = Field(
-        True,
-        description="flush each file, then its folder, to the disk before its rows are committed",
-        json_schema_extra=OPERATIONAL,
-    )
-    statement_timeout_s: float = Field(
-        300.0,
-        gt=0,
-        description="PostgreSQL cancels any statement running longer (migrations included)",
-        json_schema_extra=OPERATIONAL,
-    )
-
-
-class DaemonConfig(Part):
-    """``python -m aretriever.daemon``: the catalogs it keeps fresh, its HTTP endpoint, its logs."""
-
-    catalogs: list[str] = Field(
-        default_factory=list,
-        description="catalog specs to work through (empty: catalog.default / catalog.path)",
-        json_schema_extra=OPERATIONAL,
-    )
-    interval_s: float = Field(
-        300.0, gt=0, description="wait between two passes over the catalogs", json_schema_extra=OPERATIONAL
-    )
-    host: str = Field(
-        "127.0.0.1", description="address of /healthz and /metrics", json_schema_extra=OPERATIONAL
-    )
-    port: int = Field(
-        9108,
-        ge=0,
-        le=65535,
-        description="port of /healthz and /metrics (0: any free port)",
-        json_schema_extra=OPERATIONAL,
-    )
-    http_timeout_s: float = Field(
-        30.0,
-        gt=0,
-        description="/healthz and /metrics close a connection that sends no complete request for this long",
-        json_schema_extra=OPERATIONAL,
-    )
-    log_format: Literal["text", "json"] = Field(
-        "json", description="one line per event: JSON objects or plain text", json_schema_extra=OPERATIONAL
-    )
-    log_file: Path | None = Field(
-        None, description="log here, rotating (None: stderr)", json_schema_extra=OPERATIONAL
-    )
-    log_max_mb: float = Field(
-        50.0, gt=0, description="rotate the log file at this size", json_schema_extra=OPERATIONAL
-    )
-    log_backups: int = Field(5, ge=0, description="rotated log files kept", json_schema_extra=OPERATIONAL)
 
 
 class Config(Part):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from aretriever import config as config_module
+from aretriever import config_output, config_seed
 from aretriever.cli.main import main
 from aretriever.config import (
     code_version,
@@ -347,9 +347,9 @@ def test_flat_analysis_key_owned_by_two_sub_models_is_ambiguous() -> None:
         a: A = Field(default_factory=A)
         b: B = Field(default_factory=B)
 
-    assert config_module._route(Outer, "y", "analysis_kwargs") == ("b", "y")
+    assert config_seed._route(Outer, "y", "analysis_kwargs") == ("b", "y")
     with pytest.raises(ConfigError, match=r"analysis_kwargs\.x: ambiguous; a parameter of a and b"):
-        config_module._route(Outer, "x", "analysis_kwargs")
+        config_seed._route(Outer, "x", "analysis_kwargs")
 
 
 def test_flat_analysis_key_owned_by_nobody_is_unknown() -> None:
@@ -570,7 +570,7 @@ def test_hash_follows_products_not_operations_or_secrets() -> None:
 
 def test_hash_input_leaves_out_secrets_and_operational_fields() -> None:
     cfg = load_config(False, overrides=SEED_EXAMPLE)
-    hashed = json.dumps(config_module._dump(cfg, operational=False))
+    hashed = json.dumps(config_output._dump(cfg, operational=False))
     assert "12345" not in hashed and "guy" not in hashed and "credentials" not in hashed
     assert "rate_per_s" not in hashed and "data_root" not in hashed and "snr_threshold" in hashed
 

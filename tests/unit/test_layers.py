@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 # where each installed package's files are (adapters/ and store/ install inside aretriever)
 SOURCES = {"aretriever": REPO / "aretriever", "aretriever.adapters": REPO / "adapters", "aretriever.store": REPO / "store"}
 APPS = ("engine", "service", "cli", "project", "observatories", "plotting", "export", "daemon", "fetch",
-        "populate", "plot", "config")  # fmt: skip
-BASICS = ("errors", "redact", "numbers", "retry", "http")
+        "populate", "plot", "config", "config_tree", "config_seed", "config_output")  # fmt: skip
+BASICS = ("errors", "redact", "numbers", "retry", "http", "lane_config")
 SHARED = "aretriever.adapters.base"  # dataclasses only: the vocabulary between the layers
 
 # layer -> the aretriever packages it must never import
@@ -40,6 +40,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     **{f"aretriever.{basic}": ("store", "science", "adapters", "catalogs", *APPS) for basic in BASICS},
     # the registry (adapters/__init__) names the sections a config may have; nothing else
     "aretriever.settings": ("store", "science", "catalogs", *APPS),
+    "aretriever.settings_runtime": ("store", "science", "adapters", "catalogs", *APPS),
 }
 # the client's parsers, which the fake archive must not use to build its answers
 CLIENT_PARSERS = ("aretriever.adapters.ztf", "aretriever.adapters.tess", "aretriever.adapters.mast",
