@@ -21,9 +21,7 @@ lightcurve per sector.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import math
 import re
 import shutil
@@ -35,14 +33,12 @@ from typing import Any, ClassVar, Final
 
 import numpy as np
 import pandas as pd
-from astropy.io import fits
 
 from aretriever.errors import PermanentFetchError
 from aretriever.numbers import finite_or_none, separation_deg
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
 from .base import Fetched, HttpPort, ReducedLightcurve, Target
-from .fits_checks import broken_file, check_fits_layout
 from .mast import (
     CAOM_FILTERED,
     CAOM_PRODUCTS,
@@ -57,38 +53,13 @@ from .mast import (
     tic_cone_params,
     tic_id_params,
 )
-from .tess_config import TessConfig, TessReducerConfig
-
-log = logging.getLogger("aretriever.adapters.tess")
+from .tess_config import TessConfig
+from .tess_fits import checked_headers, read_raw_table, remove_scratch
+from .tess_reduce import reduce_lightcurves
 
 LC_SUFFIX: Final = "_lc.fits"  # SPOC lightcurves; "_fast-lc.fits" (20 s) does not end like this
 PREFERRED_CADENCE_S: Final = 120.0
-FILTER: Final = "tess"
-#: Header cards kept per sector beside the raw table: the star's from the primary HDU (whose
-#: RA_OBJ/DEC_OBJ are the TIC's J2000 position; HDU 1 may carry them moved to the observation
-#: epoch), the times' from the LIGHTCURVE HDU.
-PRIMARY_KEYS: Final = (
-    "OBJECT", "TICID", "SECTOR", "CAMERA", "CCD", "TESSMAG", "RA_OBJ", "DEC_OBJ", "PROCVER", "DATA_REL",
-)  # fmt: skip
-LIGHTCURVE_KEYS: Final = ("TIMEDEL", "DEADC", "BJDREFI", "BJDREFF", "TIMESYS", "TSTART", "TSTOP")
-#: Per-sector header values the reducer needs, carried as columns of the raw table so that a raw
-#: table read back from HDF5 (without its attributes) can be reduced again.
-TABLE_HEADERS: Final[dict[str, str]] = {
-    "SECTOR": "int16",
-    "TICID": "int64",
-    "CAMERA": "int8",
-    "CCD": "int8",
-    "TESSMAG": "float64",
-    "BJDREFI": "int32",
-    "BJDREFF": "float64",
-    "TIMEDEL": "float64",
-    "DEADC": "float64",
-}
-_REQUIRED_CARDS: Final = ("SECTOR", "BJDREFI", "BJDREFF", "TIMEDEL")
 _SECTOR_IN_NAME: Final = re.compile(r"-s(\d{2,4})[-_]")
-_QUOTE_CHARS: Final = 200
-_MAG_PER_LN: Final = 2.5 / math.log(10.0)
-_OPTIONAL_OUTPUT: Final = {"CADENCENO": "cadenceno", "SAP_BKG": "bkg", "SAP_BKG_ERR": "bkgerr"}
 
 Array = np.ndarray[Any, Any]
 
@@ -233,219 +204,6 @@ def _rank(product: LightcurveProduct) -> tuple[float, str]:
     return (abs(cadence - PREFERRED_CADENCE_S) if cadence is not None else math.inf, product.filename)
 
 
-# --------------------------------------------------------------------------------------------
-# FITS files (sync: run in a worker thread by fetch, in the process pool by parse)
-
-
-def read_lightcurve_file(
-    path: str | Path, flux_column: str, *, source: str = ""
-) -> tuple[dict[str, Any], dict[str, Array]]:
-    """``(headers, columns)`` of one SPOC lightcurve file, checked to be complete.
-
-    The file must have a binary table in HDU 1 holding ``TIME``, ``QUALITY``, ``flux_column`` and
-    its ``_ERR`` column with all NAXIS2 rows readable, every extension that the primary header's
-    NEXTEND announces, and every byte the headers promise.
-
-    Raises
-    ------
-    MalformedResponse
-        The file is cut short or garbled (worth downloading again).
-    PermanentFetchError
-        The file is complete but is not a lightcurve of the expected layout.
-    """
-    path = Path(path)
-    try:
-        # the layout first, so astropy never meets a cut file (it would warn and read on)
-        check_fits_layout(path, source)
-        with fits.open(path, memmap=False) as hdul:
-            if not isinstance(hdul[1], fits.BinTableHDU):
-                raise PermanentFetchError(f"tess: HDU 1 of {path.name} for {source} is not a table")
-            _check_columns(hdul[1], flux_column, path)
-            data = hdul[1].data
-            columns = {name: np.array(data[name]) for name in data.names}
-            headers = lightcurve_headers(hdul)
-            expected = hdul[1].header.get("NAXIS2")
-    except (OSError, ValueError, IndexError, TypeError, KeyError, EOFError) as exc:
-        raise broken_file(path, source, f"{type(exc).__name__}: {exc}") from exc
-    rows = len(columns["TIME"])
-    if rows != expected:
-        raise broken_file(path, source, f"{rows} of {expected} rows readable")
-    missing = [key for key in _REQUIRED_CARDS if headers.get(key) is None]
-    if missing:
-        raise PermanentFetchError(f"tess: {path.name} for {source} has no {missing} header cards")
-    return headers, columns
-
-
-def _checked_headers(path: str, flux_column: str, source: str) -> dict[str, Any]:
-    """The headers of a downloaded file that :func:`read_lightcurve_file` found complete."""
-    headers, _ = read_lightcurve_file(path, flux_column, source=source)
-    return headers
-
-
-def _check_columns(hdu: fits.BinTableHDU, flux_column: str, path: Path) -> None:
-    found = list(hdu.columns.names)
-    for name in ("TIME", "QUALITY", flux_column, flux_column + "_ERR"):
-        if name not in found:
-            message = f"tess: expected column {name!r} in HDU 1 of {path.name}; found {found}"
-            raise PermanentFetchError(message)
-
-
-def lightcurve_headers(hdul: fits.HDUList) -> dict[str, Any]:
-    """The :data:`PRIMARY_KEYS` and :data:`LIGHTCURVE_KEYS` cards (from the other HDU when missing
-    there), plus the cadence and the effective exposure per cadence in seconds (TIMEDEL x DEADC,
-    e.g. 120 s x 0.792 = 95.04 s)."""
-    headers: dict[str, Any] = {}
-    for keys, first, second in ((PRIMARY_KEYS, 0, 1), (LIGHTCURVE_KEYS, 1, 0)):
-        for key in keys:
-            value = hdul[first].header.get(key, hdul[second].header.get(key))
-            headers[key] = value if isinstance(value, (bool, int, float, str)) else None  # blank cards
-    headers["cadence_s"], headers["exposure_s"] = cadence_exposure_s(headers["TIMEDEL"], headers["DEADC"])
-    return headers
-
-
-def cadence_exposure_s(timedel_d: Any, deadc: Any) -> tuple[float | None, float | None]:
-    """(cadence, effective exposure per cadence) in seconds from TIMEDEL (days) and DEADC."""
-    timedel, dead = finite_or_none(timedel_d), finite_or_none(deadc)
-    if timedel is None:
-        return None, None
-    cadence_s = timedel * 86400.0
-    return cadence_s, cadence_s * (dead if dead is not None else 1.0)
-
-
-def lightcurve_table(path: str | Path, flux_column: str, *, source: str = "") -> pd.DataFrame:
-    """Every HDU 1 column of one file in native byte order, plus :data:`TABLE_HEADERS` columns."""
-    headers, found = read_lightcurve_file(path, flux_column, source=source)
-    # SPOC lightcurve columns are scalars; a vector column would have no place in a flat table
-    columns = {name: _native(values) for name, values in found.items() if values.ndim == 1}
-    rows = len(columns["TIME"])
-    for key, dtype in TABLE_HEADERS.items():
-        value = finite_or_none(headers.get(key))
-        fill = value if value is not None else (np.nan if dtype.startswith("float") else -1)
-        columns[key] = np.full(rows, fill, dtype=dtype)
-    return pd.DataFrame(columns)
-
-
-def _native(values: Array) -> Array:
-    """FITS is big-endian; numpy, pandas and HDF5 readers prefer the machine's byte order."""
-    native: Array = values.astype(values.dtype.newbyteorder("="))
-    return native
-
-
-def read_raw_table(paths: Sequence[str | Path], flux_column: str, *, source: str = "") -> pd.DataFrame:
-    """One raw table from several files (ordered by SECTOR, each file's rows kept in order)."""
-    frames = [lightcurve_table(path, flux_column, source=source) for path in paths]
-    if not frames:
-        return pd.DataFrame({key: pd.Series([], dtype=dtype) for key, dtype in TABLE_HEADERS.items()})
-    raw = pd.concat(frames, ignore_index=True)
-    return raw.iloc[np.argsort(raw["SECTOR"].to_numpy(), kind="stable")].reset_index(drop=True)
-
-
-def remove_scratch(paths: Sequence[str | Path]) -> None:
-    """Delete downloaded files, then their folders when empty."""
-    for path in map(Path, paths):
-        path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
-
-
-# --------------------------------------------------------------------------------------------
-# pure reduction
-
-
-def reduce_lightcurves(raw: pd.DataFrame, target: Target, cfg: TessReducerConfig) -> list[ReducedLightcurve]:
-    """One lightcurve per sector, ordered by start time (pure).
-
-    Parameters
-    ----------
-    raw : pandas.DataFrame
-        The raw table from :func:`read_raw_table` (not modified).
-    target : Target
-        The source (unused: the TIC match already chose the star).
-    cfg : TessReducerConfig
-        Rows with NaN TIME or NaN flux, or with ``QUALITY & quality_bitmask != 0``, are dropped;
-        ``flux_column`` is the flux; ``mag = zero_point_mag - 2.5 log10(flux)``.
-
-    Returns
-    -------
-    list of ReducedLightcurve
-        Times in MJD (TDB): ``TIME + BJDREFI + BJDREFF - 2400000.5``; filter ``"tess"``. A sector
-        without any good row gives no lightcurve.
-    """
-    # by TIC too: a raw table never mixes stars, but if it did their sectors must stay apart
-    curves = [sector_lightcurve(part, cfg) for _, part in raw.groupby(["SECTOR", "TICID"], sort=True)]
-    return sorted((lc for lc in curves if lc is not None), key=lambda lc: lc.time_start_mjd)
-
-
-def sector_lightcurve(part: pd.DataFrame, cfg: TessReducerConfig) -> ReducedLightcurve | None:
-    """The lightcurve of one sector's raw rows, or None when no row survives the cuts."""
-    time = part["TIME"].to_numpy(dtype=np.float64)
-    flux = part[cfg.flux_column].to_numpy(dtype=np.float64)
-    quality = part["QUALITY"].to_numpy().astype(np.int64)
-    finite = np.isfinite(time) & np.isfinite(flux)
-    keep = finite & ((quality & cfg.quality_bitmask) == 0)
-    if not keep.any():
-        return None
-    first = part.iloc[0]
-    # the integer day offset first, so TIME's precision survives in the sum
-    mjd = time[keep] + (float(first["BJDREFI"]) - 2400000.0) + (float(first["BJDREFF"]) - 0.5)
-    order = np.argsort(mjd, kind="stable")
-    data = _lightcurve_table(part, keep, mjd, cfg).iloc[order].reset_index(drop=True)
-    meta = _lightcurve_meta(first, data, cfg)
-    meta.update(num_dropped_nan=int((~finite).sum()), num_dropped_quality=int((finite & ~keep).sum()))
-    return ReducedLightcurve(
-        data=data,
-        filter=FILTER,
-        time_start_mjd=float(data["mjd"].iloc[0]),
-        time_end_mjd=float(data["mjd"].iloc[-1]),
-        meta=meta,
-    )
-
-
-def _lightcurve_table(part: pd.DataFrame, keep: Array, mjd: Array, cfg: TessReducerConfig) -> pd.DataFrame:
-    flux = part[cfg.flux_column].to_numpy(dtype=np.float64)[keep]
-    fluxerr = part[cfg.flux_column + "_ERR"].to_numpy(dtype=np.float64)[keep]
-    positive = flux > 0  # a negative flux has no magnitude (NaN), but the point stays
-    safe = np.where(positive, flux, 1.0)
-    columns: dict[str, Array] = {
-        "mjd": mjd,
-        "flux": flux,
-        "fluxerr": fluxerr,
-        "mag": np.where(positive, cfg.zero_point_mag - 2.5 * np.log10(safe), np.nan),
-        "magerr": np.where(positive, _MAG_PER_LN * fluxerr / safe, np.nan),
-        "quality": part["QUALITY"].to_numpy()[keep].astype(np.int32),
-    }
-    for raw_name, name in _OPTIONAL_OUTPUT.items():
-        if raw_name in part:
-            columns[name] = part[raw_name].to_numpy()[keep]
-    return pd.DataFrame(columns)
-
-
-def _lightcurve_meta(first: pd.Series[Any], data: pd.DataFrame, cfg: TessReducerConfig) -> dict[str, Any]:
-    tess_mag = finite_or_none(first["TESSMAG"])
-    mags = data["mag"].to_numpy()
-    mags = mags[np.isfinite(mags)]
-    measured = None
-    if tess_mag is not None and mags.size:
-        # the zero point that would put the median instrumental mag on the TIC's TESS mag
-        measured = cfg.zero_point_mag + tess_mag - float(np.median(mags))
-    cadence_s, exposure_s = cadence_exposure_s(first["TIMEDEL"], first["DEADC"])
-    return {
-        "sector": int(first["SECTOR"]),
-        "tic": int(first["TICID"]),
-        "camera": int(first["CAMERA"]),
-        "ccd": int(first["CCD"]),
-        "num_points": len(data),
-        "flux_column": cfg.flux_column,
-        "quality_bitmask": cfg.quality_bitmask,
-        "zero_point_mag": cfg.zero_point_mag,
-        "measured_zero_point_mag": measured,
-        "tess_mag": tess_mag,
-        "exposure_s": exposure_s,
-        "cadence_s": cadence_s,
-        "time_scale": "tdb",
-    }
-
-
 def no_data_reason(target: Target, limiting_magnitude: float | None = None) -> str | None:
     """Why TESS cannot have data for ``target``: fainter than ``limiting_magnitude`` (when set)."""
     mag = finite_or_none(target.mag)
@@ -545,7 +303,7 @@ class TessAdapter:
     ) -> tuple[str, dict[str, Any]]:
         """Stream one file to ``folder``; the port checks it and downloads a broken one again."""
         path = folder / product.filename
-        check = functools.partial(_checked_headers, flux_column=self.cfg.reducer.flux_column, source=source)
+        check = functools.partial(checked_headers, flux_column=self.cfg.reducer.flux_column, source=source)
         request = build_download_request(self.cfg, product.uri, path, check=check)
         response = await http.send(request)
         headers: dict[str, Any] = response.checked

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -29,7 +29,8 @@ import pandas as pd
 
 from aretriever.adapters.base import Target
 from aretriever.catalogs.index import CatalogLookup, Lookups, propagate_frame
-from aretriever.catalogs.names import csv_text_options, name_problem, name_text, numeric_cells
+from aretriever.catalogs.names import name_problem, name_text, numeric_cells
+from aretriever.catalogs.readers import READERS, Reader, count_rows
 from aretriever.errors import CatalogError
 from aretriever.settings import CatalogConfig, ColumnMap
 
@@ -150,7 +151,7 @@ class FileCatalog(Lookups):
 
     def __len__(self) -> int:
         try:
-            return _count_rows(self.path, self._reader())
+            return count_rows(self.path, self._reader())
         except CatalogError:
             raise
         except Exception as exc:  # as in iter_chunks
@@ -200,12 +201,12 @@ class FileCatalog(Lookups):
                 return raw
         return self.columns.name
 
-    def _reader(self) -> _Reader:
-        reader = _READERS.get(self.path.suffix.lower())
+    def _reader(self) -> Reader:
+        reader = READERS.get(self.path.suffix.lower())
         if reader is None:
             raise CatalogError(
                 f"catalog: {self.path}: unknown file type {self.path.suffix!r} "
-                f"(known: {', '.join(sorted(_READERS))})"
+                f"(known: {', '.join(sorted(READERS))})"
             )
         return reader
 
@@ -215,105 +216,6 @@ class FileCatalog(Lookups):
         if self.epoch is not None:
             chunk = propagate_frame(chunk, self.columns, self.epoch.from_yr, self.epoch.to_yr)
         return chunk
-
-
-# -------------------------------------------------------------------------- file readers
-# A reader yields (row number of the chunk's first row, chunk), starting at or before ``start``.
-# ``name_column`` is read as exact text where the format would infer a type (catalog_names.py).
-
-
-_Chunks = Generator[tuple[int, pd.DataFrame]]
-
-
-class _Reader(Protocol):
-    def __call__(self, path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks: ...
-
-
-def _read_csv(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
-    offset = start
-    skip = range(1, start + 1) if start else None  # keep the header line
-    # Names as written ("0012", "NA", "nan" are names); the other columns keep pandas' missing words.
-    options = csv_text_options(pd.read_csv(path, nrows=0).columns, (name_column,))
-    with pd.read_csv(path, chunksize=chunk_rows, skiprows=skip, **options) as chunks:
-        for chunk in chunks:
-            yield offset, chunk
-            offset += len(chunk)
-
-
-def _read_parquet(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
-    import pyarrow.parquet as pq
-
-    source = pq.ParquetFile(path)
-    offset, first = 0, 0
-    sizes = [source.metadata.row_group(i).num_rows for i in range(source.num_row_groups)]
-    while first < len(sizes) and offset + sizes[first] <= start:  # skip whole row groups
-        offset += sizes[first]
-        first += 1
-    groups = list(range(first, len(sizes)))
-    if not groups:
-        return
-    for batch in source.iter_batches(batch_size=chunk_rows, row_groups=groups):
-        # integers with nulls stay exact Python ints (pandas would make them floats: Gaia ids > 2**53)
-        yield offset, batch.to_pandas(integer_object_nulls=True)
-        offset += batch.num_rows
-
-
-def _read_fits(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
-    from astropy.table import Table
-
-    table = Table.read(path, memmap=True)
-    for lo in range(start, len(table), chunk_rows):
-        yield lo, _fits_frame(table[lo : lo + chunk_rows].to_pandas())
-
-
-def _fits_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    return _decoded(frame, strip=True)  # FITS pads text with trailing blanks
-
-
-def _decoded(frame: pd.DataFrame, *, strip: bool) -> pd.DataFrame:
-    """Byte-string columns (FITS, HDF5 tables) as text."""
-    for column in frame.columns:
-        if frame[column].dtype == object and len(frame) and isinstance(frame[column].iloc[0], bytes):
-            texts = [v.decode("utf-8", "backslashreplace") for v in frame[column]]
-            frame[column] = [t.rstrip() for t in texts] if strip else texts
-    return frame
-
-
-def _read_hdf5(path: Path, chunk_rows: int, start: int, name_column: str) -> _Chunks:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        keys = [k for k in f if isinstance(f[k], h5py.Dataset)]
-        if not keys:
-            raise CatalogError(f"catalog: {path}: no table dataset in the file")
-        dataset = f[keys[0]]
-        for lo in range(start, dataset.shape[0], chunk_rows):
-            yield lo, _decoded(pd.DataFrame(dataset[lo : lo + chunk_rows]), strip=False)
-
-
-_READERS: dict[str, _Reader] = {
-    ".csv": _read_csv,
-    ".parquet": _read_parquet,
-    ".fits": _read_fits,
-    ".fit": _read_fits,
-    ".h5": _read_hdf5,
-    ".hdf5": _read_hdf5,
-}
-
-
-def _count_rows(path: Path, reader: _Reader) -> int:
-    """Rows in the file, from its metadata where the format has it."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return int(pq.read_metadata(path).num_rows)
-    if suffix in {".fits", ".fit"}:
-        from astropy.io import fits
-
-        with fits.open(path, memmap=True) as hdus:
-            return int(hdus[1].header["NAXIS2"])
-    return sum(len(chunk) for _, chunk in reader(path, 100_000, 0, ""))
 
 
 # -------------------------------------------------------------------------- opening

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from aretriever.adapters.base import Fetched, ReducedLightcurve, Target
-from aretriever.adapters.tess import read_raw_table, reduce_lightcurves
+from aretriever.adapters.tess_fits import read_raw_table
+from aretriever.adapters.tess_reduce import reduce_lightcurves
 from aretriever.adapters.ztf import ZtfAdapter
 from aretriever.engine.pool import CpuJob, run_job
 from aretriever.errors import ConfigError

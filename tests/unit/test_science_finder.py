@@ -19,8 +19,8 @@ import pytest
 from astropy.stats import sigma_clipped_stats
 
 from aretriever.adapters.base import Target
-from aretriever.adapters.tess import read_raw_table
-from aretriever.adapters.tess import reduce_lightcurves as reduce_tess
+from aretriever.adapters.tess_fits import read_raw_table
+from aretriever.adapters.tess_reduce import reduce_lightcurves as reduce_tess
 from aretriever.adapters.ztf import reduce_lightcurves as reduce_ztf
 from aretriever.science.finder import Event, Finder, MissingColumnsError
 from aretriever.settings import FinderConfig, QualityConfig, TessReducerConfig, ZtfReducerConfig

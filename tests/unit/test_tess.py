@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from aretriever.adapters import tess
 from aretriever.adapters.base import Fetched, Request, Response, Target
 from aretriever.adapters.mast import (
     CAOM_FILTERED,
@@ -39,18 +38,16 @@ from aretriever.adapters.mast import (
     tic_id_params,
 )
 from aretriever.adapters.tess import (
-    TABLE_HEADERS,
     LightcurveProduct,
     TessAdapter,
     choose_tic,
     no_data_reason,
     observation_cadences,
-    read_lightcurve_file,
-    read_raw_table,
-    reduce_lightcurves,
     sector_from_name,
     select_lightcurves,
 )
+from aretriever.adapters.tess_fits import TABLE_HEADERS, checked_headers, read_lightcurve_file, read_raw_table
+from aretriever.adapters.tess_reduce import reduce_lightcurves
 from aretriever.errors import ArchiveErrorPage, MalformedResponse, PermanentFetchError, TransientFetchError
 from aretriever.settings import TessConfig, TessReducerConfig
 from aretriever.store.hdf5 import read_h5, write_h5
@@ -470,7 +467,7 @@ def test_the_download_request_checks_the_file(tmp_path: Path) -> None:
     """The port runs the request's check: a broken file raises MalformedResponse (retried there)."""
     cfg = TessConfig(base_url=BASE)
     path = tmp_path / "pimen_lc.fits"
-    check = functools.partial(tess._checked_headers, flux_column="PDCSAP_FLUX", source="pi Men")
+    check = functools.partial(checked_headers, flux_column="PDCSAP_FLUX", source="pi Men")
     request = build_download_request(cfg, "mast:TESS/product/pimen_lc.fits", path, check=check)
     assert request.stream_to == str(path) and request.check is check
     for broken in (CUT_IN_DATA, CUT_IN_HEADER):
