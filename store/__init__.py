@@ -9,6 +9,7 @@ for every statement run outside the writer: SQL lives in this package only.
 
 from __future__ import annotations
 
+from .datafiles import DataFileMixin
 from .db import create_engine, normalize_url, ping, resolve_db_url, session_factory
 from .hdf5 import (
     delete_key,
@@ -22,7 +23,6 @@ from .hdf5 import (
 )
 from .models import (
     Base,
-    DataFileMixin,
     Detection,
     Failure,
     Lightcurve,

@@ -30,9 +30,9 @@ from sqlalchemy.orm import Session as OrmSession
 
 from aretriever.settings import StoreConfig
 
+from .datafiles import DataFileMixin
 from .db import STATEMENT_TIMEOUT_S, normalize_url
 from .locations import data_root_of, db_url_of
-from .models import DataFileMixin
 
 # ``SmartSession(False)`` and this switch give a session that touches no database (the seed's
 # NO_DB_SESSION): code written for a database runs without one.
