@@ -51,6 +51,7 @@ class Attempts:
 
     @staticmethod
     def key(request: Request) -> RequestKey:
+        # Headers and form data are left out: the same URL and query is the same question to the archive.
         return (request.method, request.url, request.params)
 
     def most(self) -> int:
@@ -75,6 +76,8 @@ class LaneStats:
 
 def make_limiter(rate_per_s: float) -> AsyncLimiter:
     """A leaky bucket of one second's worth of requests (at least one) at ``rate_per_s``."""
+    # aiolimiter refuses to acquire more than its capacity, so a rate under 1/s still needs room for
+    # one request: capacity 1 refilled over 1/rate seconds.
     capacity = max(1.0, rate_per_s)
     return AsyncLimiter(capacity, capacity / rate_per_s)
 
@@ -123,6 +126,7 @@ class Lane:
         self.stats = LaneStats()
         self._session = session
         self._sleep = sleep
+        # Unseeded in production so lanes do not jitter in step; tests pass a seeded one.
         self._rng = rng or random.Random()
         self._limiter = limiter or make_limiter(cfg.rate_per_s)
         self._policy = RetryPolicy(
@@ -146,6 +150,7 @@ class Lane:
         )
         async for attempt in controller:
             with attempt:
+                # Counted before sending: an attempt that times out or is cancelled still cost the archive.
                 if attempts is not None:
                     attempts.spent[key] += 1
                 return await self._send_once(request)
@@ -169,6 +174,8 @@ class Lane:
         )
 
     async def _send_once(self, request: Request) -> Response:
+        # The limiter spaces request starts only; it is not held while waiting for the answer, since
+        # max_concurrency (fetcher tasks, connector limit) already bounds requests in flight.
         async with self._limiter:
             self.stats.requests += 1
         try:
@@ -176,12 +183,14 @@ class Lane:
         except FetchError as exc:
             self.stats.errors[f"http_{exc.status}" if exc.status else type(exc).__name__] += 1
             raise
+        # Foreign exceptions are mapped once, here, so the retry rule and the failures table see one type.
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             self.stats.errors[type(exc).__name__] += 1
             what = f"timed out after {self.cfg.timeout_s:g} s" if isinstance(exc, TimeoutError) else repr(exc)
             raise TransientFetchError(f"{what} ({request.display_url()})", url=request.display_url()) from exc
 
     async def _exchange(self, request: Request) -> Response:
+        # ``total`` covers connect, headers and the whole body (streamed too) of this one attempt.
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
         async with self._session.request(
             request.method,
@@ -192,11 +201,13 @@ class Lane:
             timeout=timeout,
         ) as resp:
             self.stats.statuses[resp.status] += 1
+            # Error bodies are never read: archives answer with HTML pages that would only fill the logs.
             if resp.status >= 400:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), datetime.now(UTC))
                 raise error_for_status(
                     resp.status, resp.reason or "", request, retry_after, self.cfg.max_retry_after_s
                 )
+            # Refused on the header alone, before a byte of the body is downloaded.
             if resp.content_length is not None and resp.content_length > self.cfg.max_body_bytes:
                 raise self._too_large(request, f"Content-Length {resp.content_length}")
             if request.stream_to is None:
@@ -230,6 +241,7 @@ class Lane:
 
     async def _read_body(self, resp: aiohttp.ClientResponse, request: Request) -> bytes:
         body = bytearray()
+        # In 64 KiB chunks rather than resp.read(), so the size limit holds while reading, not after.
         async for chunk in resp.content.iter_chunked(1 << 16):
             self._count_chunk(len(body), chunk, request)
             body += chunk
@@ -246,6 +258,8 @@ class Lane:
         except BodyTooLarge:
             await anyio.Path(path).unlink(missing_ok=True)  # the scratch disk is bounded too
             raise
+        # A connection dropped mid-body ends the stream without an error; only the length tells. This is
+        # why catalog requests ask for Accept-Encoding: identity. The caller removes the partial file.
         if resp.content_length is not None and size != resp.content_length:
             raise TransientFetchError(
                 f"body cut short: {size} of {resp.content_length} bytes ({request.display_url()})",

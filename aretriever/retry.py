@@ -75,14 +75,17 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
+    # delta-seconds; a sign or a decimal point fails isdigit() and then the date parse: ignored.
     if text.isdigit():
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
+    # HTTP dates are always GMT; "-0000" parses as naive, which must not be read as local time.
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    # A date already past (clock skew between us and the archive) means "now", never a negative sleep.
     return max(0.0, (when - now).total_seconds())
 
 
@@ -103,6 +106,7 @@ def _reason(status: int | None, exc: BaseException | None) -> str:
 
 
 def _http_transient(status: int | None, exc: BaseException | None) -> bool:
+    # A status is the server's own answer, so it outranks whatever exception carried it.
     if status is not None:
         return is_transient_status(status)
     return exc is not None and is_transient(exc)
@@ -138,6 +142,7 @@ def decide(
     reason = _reason(status, exc)
     if transient is None:
         transient = _http_transient(status, exc)
+    # Budget and classification first: a permanent error reports its own reason, not the Retry-After cap.
     if not transient or _gives_up(attempt, max_attempts, remaining_s):
         return RetryDecision(False, 0.0, reason)
     if retry_after_s is not None and max_retry_after_s is not None and retry_after_s > max_retry_after_s:
@@ -146,6 +151,7 @@ def decide(
     if retry_after_s is not None:
         # The server knows best when it will be ready; the jitter spreads the herd a little.
         delay = retry_after_s * (1.0 + 0.1 * jitter)
+    # Never sleep past the deadline: the last try then runs at the deadline instead of after it.
     return RetryDecision(True, delay if remaining_s is None else min(delay, remaining_s), reason)
 
 
@@ -191,6 +197,7 @@ class RetryPolicy:
             return RetryDecision(False, 0.0, "ok")
         return decide_for_exception(
             exc,
+            # tenacity counts from 1 per controller; adding ``spent`` keeps a re-asked request on one budget.
             spent + state.attempt_number,
             self.max_attempts,
             base_s=self.base_s,
@@ -207,6 +214,8 @@ class _RetryIf(retry_base):
         self._policy, self._decisions, self._rng, self._spent = policy, decisions, rng, spent
 
     def __call__(self, retry_state: RetryCallState) -> bool:
+        # tenacity asks "retry?" and "how long?" separately; deciding once and remembering it keeps one
+        # jitter draw per attempt, so the delay logged by before_sleep is the delay actually slept.
         decision = self._policy.decision(retry_state, self._rng, self._spent)
         self._decisions[retry_state.attempt_number] = decision
         return decision.retry
@@ -236,6 +245,7 @@ def retrying(
     decisions: dict[int, RetryDecision] = {}
     return AsyncRetrying(
         sleep=sleep,
+        # At least one attempt even with the budget spent: tenacity needs an outcome to re-raise.
         stop=stop_after_attempt(max(1, policy.max_attempts - spent)),
         retry=_RetryIf(policy, decisions, rng, spent),
         wait=_WaitDecided(decisions),
@@ -265,6 +275,7 @@ async def call_retrying(
     while True:
         try:
             return await call()
+        # Exception, not BaseException: cancellation and KeyboardInterrupt must pass through untouched.
         except Exception as exc:
             attempt += 1
             remaining = deadline - loop.time()

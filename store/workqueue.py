@@ -45,8 +45,10 @@ async def claim(
                 sa.and_(WorkItem.state == WorkState.CLAIMED, WorkItem.lease_until < now),
             ),
         )
+        # Ids follow enqueue order, so workers move through the catalog roughly in row order.
         .order_by(WorkItem.id)
         .limit(size)
+        # SKIP LOCKED: rows another worker is claiming right now are passed over instead of waited on.
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
@@ -64,6 +66,7 @@ async def claim(
     )
     async with sessions() as session, session.begin():
         claimed = (await session.execute(statement)).all()
+    # RETURNING rows come in no guaranteed order; sorting by id restores the catalog order.
     return sorted((int(i), doc, int(n)) for i, doc, n in claimed)
 
 
@@ -71,6 +74,7 @@ async def renew(sessions: Sessions, worker: str, lease_until: datetime) -> int:
     """Extend the lease of every item ``worker`` holds; how many."""
     statement = (
         sa.update(WorkItem)
+        # By worker, not by id list: one statement renews any number of held items.
         .where(WorkItem.worker == worker, WorkItem.state == WorkState.CLAIMED)
         .values(lease_until=lease_until)
     )

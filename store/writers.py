@@ -144,6 +144,8 @@ class FileWriter(_QueueTask[_Job]):
         self.bytes_written = 0
 
     async def __aenter__(self) -> FileWriter:
+        # One thread: h5py serialises HDF5 calls behind one lock anyway, and a single thread keeps writes in
+        # submission order and never has two handles open on one file.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
         await super().__aenter__()
         return self
@@ -153,6 +155,7 @@ class FileWriter(_QueueTask[_Job]):
             await super().__aexit__(*exc_info)
         finally:
             if self._executor is not None:
+                # The serving task has drained the queue already; waiting would only block the event loop.
                 self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def write(self, path: Path, tables: hdf5.Tables) -> int:
@@ -177,6 +180,7 @@ class FileWriter(_QueueTask[_Job]):
     async def _submit(self, call: Callable[[], Any], *, is_write: bool) -> Any:
         self._check_open()
         job = _Job(call, asyncio.get_running_loop().create_future(), is_write)
+        # Counted before the put, which may wait for space: ``pending`` includes callers held back.
         self.pending += 1
         try:
             await self._queue.put(job)
@@ -303,6 +307,7 @@ class RowWriter(_QueueTask[_Item]):
         self._check_open()
         return _Item(op, asyncio.get_running_loop().create_future(), time.monotonic())
 
+    # Flush markers are not ops: they count neither in ``pending`` nor in ``lag_s``.
     def _track(self, item: _Item) -> asyncio.Future[None]:
         if item.op is not None:
             self._queued_at.append(item.queued_at)
@@ -357,7 +362,9 @@ class RowWriter(_QueueTask[_Item]):
         if first is _STOP:
             return True
         self._inflight = [first]
+        # A flush marker counts as a full batch, so flush() returns now rather than after ``batch_ms``.
         rows = op_rows(first.op) if first.op is not None else self._batch_rows
+        # Timed from the first op: a lone op waits at most ``batch_ms``, however slowly others trickle in.
         deadline = asyncio.get_running_loop().time() + self._batch_s
         while rows < self._batch_rows:
             item = await self._next(deadline)
@@ -368,6 +375,7 @@ class RowWriter(_QueueTask[_Item]):
         return False
 
     async def _next(self, deadline: float) -> _Item | None:
+        # The fast path under load: a backlog fills the batch with no timer set up per item.
         with contextlib.suppress(asyncio.QueueEmpty):
             return self._queue.get_nowait()
         try:
@@ -380,6 +388,7 @@ class RowWriter(_QueueTask[_Item]):
         try:
             await self._commit_retrying([i.op for i in items if i.op is not None])
         except Exception as exc:
+            # Op by op only for data errors: a transient one has already had its retries for the whole batch.
             if len(items) > 1 and not is_transient(exc):
                 log.warning("store: a batch of %d ops failed (%r); retrying op by op", len(items), exc)
                 for item in items:  # find the faulty op(s); the others still commit, in order
@@ -419,6 +428,7 @@ class RowWriter(_QueueTask[_Item]):
         )
 
     async def _commit(self, steps: list[Step]) -> None:
+        # One timestamp per transaction: rows committed together carry the same updated_at.
         now = utcnow()
         async with self._sessions() as session, session.begin():
             conn = await session.connection()

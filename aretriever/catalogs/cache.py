@@ -92,6 +92,7 @@ class RemoteOptions:
         values: dict[str, Any] = {}
         for f in fields(cls):
             value = getattr(cfg, f.name, None)
+            # cache_dir goes through resolve_cache_dir (environment fallback, ``~``), not a plain copy.
             if value is not None and f.name != "cache_dir":
                 values[f.name] = value
         return cls(cache_dir=resolve_cache_dir(getattr(cfg, "cache_dir", None)), **values)
@@ -101,6 +102,8 @@ class RemoteOptions:
         return LaneConfig(
             base_url=base_url,
             rate_per_s=self.rate_per_s,
+            # A catalog is one long download; parallel requests would only split the bandwidth and the
+            # archive's patience.
             max_concurrency=1,
             timeout_s=self.download_timeout_s,
             max_attempts=self.max_attempts,
@@ -136,6 +139,7 @@ async def send(lane: Lane, request: Request, what: str, archive: str) -> Respons
     try:
         return await lane.send(request)
     except FetchError as exc:
+        # "at most": a permanent error (404, 400) is not retried, so fewer attempts may have been made.
         raise CatalogError(
             f"catalog: {what}: {archive} {exc} [gave up after at most {lane.cfg.max_attempts} attempts]"
         ) from exc
@@ -145,6 +149,7 @@ async def download(lane: Lane, request: Request, dest: Path, what: str, archive:
     """Stream the answer to ``request`` into ``dest``; nothing is left behind on failure."""
     try:
         await send(lane, replace(request, stream_to=str(dest)), what, archive)
+    # BaseException so a cancelled or interrupted download leaves no .part file either.
     except BaseException:
         await anyio.Path(dest).unlink(missing_ok=True)
         raise
@@ -153,6 +158,8 @@ async def download(lane: Lane, request: Request, dest: Path, what: str, archive:
 def checked_votable(path: Path, what: str, asked_max_rows: int | None, allow_truncated: bool) -> ParsedTable:
     """Parse a downloaded VOTable and refuse it when it is empty, an error, or cut at a row limit."""
     size = path.stat().st_size
+    # Checked before parsing: a stream cut mid-table would otherwise fail deep inside astropy, or worse,
+    # parse as a shorter table.
     if size == 0 or not votable_is_complete(path):
         raise CatalogError(
             f"catalog: {what}: the download is not a complete VOTable ({size} bytes); not cached"
@@ -185,6 +192,7 @@ def cache_is_valid(path: Path, required: set[str]) -> bool:
     """The cache file exists, its Parquet footer reads, it has rows and the required columns."""
     if not path.is_file():
         return False
+    # Imported here: pyarrow is slow to import, and runs on a local catalog never get here.
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -205,11 +213,14 @@ def write_cache(frame: pd.DataFrame, target: Path, meta: dict[str, Any]) -> None
     tmp = temp_path(target.parent, target.stem)
     try:
         frame.to_parquet(tmp, index=False, row_group_size=ROW_GROUP_ROWS)
+        # Reading the footer back catches a short write (full disk) before it becomes the trusted cache.
         if pq.read_metadata(tmp).num_rows != len(frame):
             raise CatalogError(f"catalog: {target.name}: the cache file did not read back; not cached")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    # The sidecar is informational and written after the Parquet is in place: cache_is_valid reads only
+    # the Parquet, so a crash in between leaves a valid cache without notes, never notes without data.
     sidecar = target.with_suffix(".json")
     tmp_meta = temp_path(target.parent, sidecar.stem)
     tmp_meta.write_text(json.dumps({**meta, "rows": len(frame)}, indent=2, default=str))
@@ -226,5 +237,6 @@ def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(factory())
+    # asyncio.run refuses to start under a running loop (Jupyter, a service), so use a thread of its own.
     with ThreadPoolExecutor(1, thread_name_prefix="catalog-download") as pool:
         return pool.submit(lambda: asyncio.run(factory())).result()

@@ -83,11 +83,13 @@ def vizier_request(base_url: str, source: str, columns: list[str], max_rows: int
     return Request("GET", url, params=params, headers={"Accept-Encoding": "identity"})
 
 
+# The cache keeps the archive's names, so changing ``catalog.columns`` needs no new download.
 def rename_map(raw_to_role: dict[str, str], columns: ColumnMap) -> dict[str, str]:
     """Raw column -> chunk column: roles the column map names go to its names, others keep theirs."""
     out = {}
     for raw, role in raw_to_role.items():
         mapped = getattr(columns, role, None) if role in _ROLES else None
+        # A role the column map leaves empty keeps its role name rather than the archive's spelling.
         out[raw] = mapped or role
     return out
 
@@ -104,10 +106,12 @@ async def fetch_wd(
 ) -> Path:
     """The cached white-dwarf catalog (Parquet), downloaded from VizieR only when not cached."""
     target = wd_cache_path(options)
+    # Checked before anything else: a cached catalog costs no folder, lane or session.
     if cache_is_valid(target, set(WD_COLUMNS)):
         return target
     await anyio.Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
     request = vizier_request(options.vizier_url, WD_VIZIER_SOURCE, list(WD_COLUMNS))
+    # The VOTable is only an intermediate: the finally below removes it whether or not the cache is made.
     tmp = temp_path(options.cache_dir, "gaiaedr3_wd_main.vot")
     try:
         log.info("catalog: wd: downloading %s (once; cached in %s)", request.display_url(), target)
@@ -115,6 +119,7 @@ async def fetch_wd(
             await download(lane, request, tmp, "wd", "VizieR")
         # about a minute and 1.5 GB for the full catalog (astropy reads TABLEDATA cell by cell)
         log.info("catalog: wd: verifying %.0f MB of VOTable", (await anyio.Path(tmp).stat()).st_size / 1e6)
+        # Parsing takes a minute: off the loop, so other tasks on it (lanes, a service) keep running.
         parsed = await anyio.to_thread.run_sync(checked_votable, tmp, "wd", None, options.allow_truncated)
         missing = set(WD_COLUMNS) - set(parsed.frame.columns)
         if missing:
@@ -160,6 +165,7 @@ def gaia_catalog(path: Path, query: str, cfg: CatalogConfig, options: RemoteOpti
 def remote_kind(spec: str, options: RemoteOptions) -> tuple[str, str]:
     """("wd", "") or ("gaia", <ADQL>) for a catalog spec; a CatalogError for anything else."""
     text = spec.strip()
+    # Lenient on case and spaces ("White Dwarfs") because this is typed on a command line.
     if text.lower().replace(" ", "_") in WD_NAMES:
         return "wd", ""
     head, _, rest = text.partition(":")
@@ -182,7 +188,9 @@ def open_remote(spec: str, cfg: CatalogConfig, options: RemoteOptions | None = N
         if not cache_is_valid(path, set(WD_COLUMNS)):
             path = run_blocking(lambda: fetch_wd(options))
         return wd_catalog(path, cfg, options)
+    # "votable" must match fetch_gaia's default format, or this path never finds the cached result.
     path = cache_path(options, query, "votable")
+    # run_blocking starts a thread and an event loop; only a cache miss should pay for them.
     if not cache_is_valid(path, {"name", "ra", "dec"}):
         path = run_blocking(lambda: fetch_gaia(query, options))
     return gaia_catalog(path, query, cfg, options)

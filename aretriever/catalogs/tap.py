@@ -71,6 +71,7 @@ def submit_request(tap_url: str, query: str, fmt: str = "votable", max_rows: int
     data = {"REQUEST": "doQuery", "LANG": "ADQL", "FORMAT": fmt, "PHASE": "RUN", "QUERY": query}
     if max_rows is not None:
         data["MAXREC"] = str(max_rows)
+    # identity: the lane compares streamed bytes with Content-Length (see vizier_request).
     return Request("POST", f"{tap_url.rstrip('/')}/async", data=data, headers={"Accept-Encoding": "identity"})
 
 
@@ -98,6 +99,8 @@ def result_request(job_url: str) -> Request:
 
 def job_url_of(final_url: str, tap_url: str, job: UwsJob) -> str:
     """The job's URL: where the submit's redirect landed, else ``{tap}/async/<jobid>``."""
+    # The redirect's Location is the job's canonical URL; rebuilding it is the fallback for archives
+    # that answer the POST with the job document directly, with no redirect to follow.
     base = final_url.split("?", 1)[0].rstrip("/")
     if base.endswith(f"/{job.job_id}"):
         return base
@@ -107,6 +110,7 @@ def job_url_of(final_url: str, tap_url: str, job: UwsJob) -> str:
 def poll_delays(first_s: float, max_s: float, deadline_s: float, factor: float = 1.5) -> Iterator[float]:
     """The waits between polls: growing by ``factor`` up to ``max_s``, summing to <= ``deadline_s``."""
     waited, delay = 0.0, first_s
+    # The sum of waits stays within the deadline, so a job is given up on time, not one long wait late.
     while waited + delay <= deadline_s:
         yield delay
         waited += delay
@@ -125,7 +129,9 @@ def release_of(query: str) -> str:
 def reference_epoch_yr(query: str, parsed_epoch: str | None = None) -> float:
     """The epoch of Gaia positions: the answer's COOSYS if given, else the release's."""
     if parsed_epoch:
+        # COOSYS epochs read like "J2016.0"; Gaia only uses Julian epochs, so the letter is dropped.
         return float(parsed_epoch.lstrip("JjBb"))
+    # DR2 is at J2015.5; EDR3 and DR3 at J2016.0, also assumed when the query names no release.
     return 2015.5 if release_of(query) == "DR2" else 2016.0
 
 
@@ -157,6 +163,7 @@ def job_row_limit(job: UwsJob, asked: int | None) -> int | None:
     """The row limit the job ran under: ours, else the ``maxrec`` its document reports."""
     if asked is not None:
         return asked
+    # Without our MAXREC the archive applies its own default; a result of exactly that size is cut too.
     reported = job.parameters.get("maxrec", "")
     return int(reported) if reported.isdigit() else None
 
@@ -174,6 +181,7 @@ def read_result(path: Path, fmt: str, what: str, limit: int | None, allow_trunca
 
 def cache_path(options: RemoteOptions, query: str, fmt: str) -> Path:
     """One cache file per (query, format, MAXREC)."""
+    # MAXREC is part of the key: a result cut at 1000 rows must never answer the unlimited query.
     key = f"{query.strip()}\n{fmt}\n{options.tap_max_rows}"
     return options.cache_dir / f"gaia_{hashlib.sha256(key.encode()).hexdigest()[:16]}.parquet"
 
@@ -184,6 +192,7 @@ def cache_path(options: RemoteOptions, query: str, fmt: str) -> Path:
 async def wait_for_job(lane: Lane, job_url: str, phase: str, options: RemoteOptions, what: str) -> str:
     """Poll the job's phase with growing waits until it ends or the deadline passes."""
     for delay in poll_delays(options.poll_interval_s, options.poll_max_interval_s, options.poll_deadline_s):
+        # Checked before sleeping: a small query is often COMPLETED by the time the submit returns.
         if phase in FINAL_PHASES:
             return phase
         await lane.sleep(delay)
@@ -206,10 +215,12 @@ async def run_job(lane: Lane, query: str, fmt: str, dest: Path, options: RemoteO
     job_url = job_url_of(submitted.url, options.gaia_tap_url, job)
     log.info("catalog: %s: Gaia TAP job %s is %s", what, job_url, job.phase)
     phase = job.phase
+    # UWS lets an archive ignore PHASE=RUN on creation and leave the job PENDING until started.
     if phase == "PENDING":
         phase = parse_uws_job((await send(lane, run_request(job_url), what, ARCHIVE)).body, what).phase
     phase = await wait_for_job(lane, job_url, phase, options, what)
     if phase != "COMPLETED":
+        # The phase endpoint gives one word; the job document carries the errorSummary worth showing.
         final = parse_uws_job((await send(lane, job_request(job_url), what, ARCHIVE)).body, what)
         raise CatalogError(
             f"catalog: {what}: Gaia TAP job {final.job_id} ended {phase}: {final.error or 'no message'}"
@@ -230,6 +241,7 @@ async def fetch_gaia(
     target = cache_path(options, query, fmt)
     if cache_is_valid(target, {"name", "ra", "dec"}):
         return target
+    # Queries can be long; messages name the start of one and stay on a line.
     what = f"gaia ({query.strip()[:80]})"
     await anyio.Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
     tmp = temp_path(options.cache_dir, target.stem)
@@ -239,6 +251,7 @@ async def fetch_gaia(
         limit = job_row_limit(job, options.tap_max_rows)
         parsed = await anyio.to_thread.run_sync(read_result, tmp, fmt, what, limit, options.allow_truncated)
         meta = {"query": query, "format": fmt, "job_id": job.job_id, "epoch": parsed.epoch}
+        # Names are added before caching: cache_is_valid requires a name column.
         frame = with_names(parsed.frame, query)
         await anyio.to_thread.run_sync(write_cache, frame, target, meta)
     finally:

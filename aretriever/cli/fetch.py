@@ -59,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_log_options(p)
 
 
+# Flags become ``--set`` overrides so they are validated exactly like values from the config file.
 def _cli_sets(args: argparse.Namespace) -> list[str]:
     sets: list[str] = []
     if args.no_reduce:
@@ -67,6 +68,7 @@ def _cli_sets(args: argparse.Namespace) -> list[str]:
         sets.append("engine.analyze=false")
     if args.verify:
         sets.append("engine.verify=true")
+    # TIC ids only mean something to TESS: --tic alone narrows the run to that lane.
     observatories = args.observatory or (["tess"] if args.tic else [])
     if observatories:
         sets.append(f"project.obs_names=[{', '.join(observatories)}]")
@@ -83,6 +85,8 @@ def _size_hint(catalog: Catalog | None, start: int, stop: int | None) -> int | N
         return None
     if stop is not None:
         return max(0, stop - start)
+    # Only a generated catalog knows its size for free; len() of a file catalog reads the whole file,
+    # too high a price for a progress bar, which then runs without a total.
     if isinstance(catalog, GeneratedCatalog):
         return max(0, len(catalog) - start)
     return None
@@ -91,7 +95,9 @@ def _size_hint(catalog: Catalog | None, start: int, stop: int | None) -> int | N
 async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Namespace) -> RunSummary:
     """Run the engine with a progress bar and signal handling (``--tic``: those stars only)."""
     total = len(args.tic) if args.tic else _size_hint(catalog, args.start, args.stop)
+    # One result per (row, lane): each catalog row counts once for every observatory in the run.
     lanes = len(cfg.project.obs_names)
+    # A bar redrawn into a log file or CI output is noise; only a terminal gets one.
     show = not args.quiet and sys.stderr.isatty()
     with tqdm(
         total=None if total is None else total * lanes, disable=not show, unit="src", smoothing=0.05
@@ -102,6 +108,8 @@ async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Name
 
         engine = Engine(cfg, on_result=on_result, catalog_name=catalog.name if catalog is not None else "")
         loop = asyncio.get_running_loop()
+        # On the loop, not signal.signal: the first Ctrl-C lets in-flight sources finish and be
+        # recorded, a second one aborts them (Engine.request_stop), instead of a KeyboardInterrupt.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, engine.request_stop)
         try:
@@ -112,6 +120,7 @@ async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Name
                 raise CatalogError("no catalog: give --catalog (or catalog.default / catalog.path)")
             return await engine.run(catalog, args.start, args.stop)
         finally:
+            # Hand the signals back, so Ctrl-C after the run (or in the next asyncio.run) behaves normally.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
@@ -125,6 +134,7 @@ def _report(summary: RunSummary, args: argparse.Namespace) -> int:
     print(summary.format_table(), file=sys.stderr)
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
+    # Interrupted outranks failed: a script must know the run is incomplete (a rerun skips what is done).
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed else EXIT_OK
@@ -147,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     configure_cli(verbose=args.verbose)
 
     def body() -> int:
+        # Config and catalog load inside the body, so their errors map to exit 2 with a one-line message.
         cfg = load(args)
         catalog = _catalog(args, cfg)
         if args.dry_run:

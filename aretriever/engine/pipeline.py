@@ -83,12 +83,14 @@ class CpuRunner:
         return self._executor
 
     async def run(self, job: CpuJob) -> CpuResult:
+        # wrap_future: the loop keeps serving other sources while the pool works.
         return await asyncio.wrap_future(self.executor.submit(run_job, job))
 
     async def aclose(self) -> None:
         """Shut down the pool this runner started (an executor given to it is the caller's)."""
         if self._owned is not None:
             owned, self._owned = self._owned, None
+            # shutdown() joins the worker processes; in a thread, so the loop stays responsive meanwhile.
             await anyio.to_thread.run_sync(owned.shutdown)
 
 
@@ -127,6 +129,7 @@ class SourcePipeline:
         histograms: HistogramSink | None = None,
     ) -> None:
         self.adapter = adapter
+        # Analysis reads reduced lightcurves: without reduction there is nothing to analyse.
         self.analysis = analysis if products.reduce and products.analyze else None
         self.histograms = histograms
         self.observatory = adapter.name
@@ -143,6 +146,7 @@ class SourcePipeline:
             return await self._dispatch(decision)
         except FetchError as exc:
             return await self._fail(decision, Stage.FETCH, exc)
+        # The stage names what to look at: the archive (FETCH), the disk or database (WRITE), else the code.
         except StoreError as exc:
             return await self._fail(decision, Stage.WRITE, exc)
         except Exception as exc:  # a bad source never stops the run; the traceback goes to the log
@@ -173,6 +177,8 @@ class SourcePipeline:
         raw = result.raw
         if raw is None:  # pragma: no cover - a job built from a fetched body always parses it
             raise AssertionError("the pool returned no raw table for a fetched body")
+        # Files before rows: raw and reduced files are complete on disk before any row names them, so a
+        # crash leaves at worst a file without a row, which the next skip check re-links.
         relpath = paths.raw_relpath(self.observatory, target.name, target.ra_deg)
         nbytes = await self._write(
             relpath, {paths.raw_key(target.name): (raw, raw_attrs(target, self.observatory, fetched))}
@@ -188,6 +194,7 @@ class SourcePipeline:
         (:class:`~aretriever.http.Attempts`), so an always-malformed source costs
         ``max_attempts`` requests, not ``max_attempts`` squared.
         """
+        # One port per source: every re-ask below shares the same attempt budget.
         port = self.http.for_source()
         while True:
             fetched = await self.adapter.fetch(target, port)
@@ -235,6 +242,8 @@ class SourcePipeline:
     ) -> list[dict[str, Any]] | None:
         if not self.products.reduce:
             return None
+        # [] (reduced, nothing survived) differs from None (not reduced): [] still replaces the project's
+        # old lightcurve rows, so a source whose data got worse does not keep stale ones.
         if not lcs:
             return []
         relpath = paths.reduced_relpath(self.products.folder, self.observatory, target.name, target.ra_deg)
@@ -244,6 +253,7 @@ class SourcePipeline:
             key: (lc.records, {**lc.meta, "filter": lc.filter}) for key, lc in zip(keys, lcs, strict=True)
         }
         nbytes = await self._write(relpath, tables)
+        # Counted after the file write, so the histograms only ever describe stored lightcurves.
         if self.histograms is not None and self.analysis is not None:
             await self.histograms.add(target, lcs, self.observatory)
         return rows.lightcurve_rows(self._product_key(target), relpath, nbytes, lcs)
@@ -273,6 +283,7 @@ class SourcePipeline:
         n = await self.stores.files.run(h5_nrows, path, paths.raw_key(target.name))
         row = self._raw_row(target, d.raw_relpath, n, path.stat().st_size, None)
         await self._submit_rows(d, row, None)
+        # An empty raw table has nothing to reduce.
         if self.products.reduce and n:
             await self._reduce_stored(d, Outcome.RELINKED)
         return self._result(target, Outcome.RELINKED, d.reason)
@@ -288,6 +299,8 @@ class SourcePipeline:
     ) -> None:
         """Rows go to the writer only now, after their files are complete."""
         writer = self.stores.rows
+        # The source row first: raw, lightcurve and failure rows refer to it. The row writer applies
+        # these in order, so the failures resolved last are only cleared once the success is recorded.
         await writer.put(rows.upsert_sources([source_row(d.target, self.catalog)]))
         if raw is not None:
             await writer.put(rows.upsert_raw([raw]))
@@ -310,8 +323,10 @@ class SourcePipeline:
 
     async def _fail(self, d: Decision, stage: Stage, exc: BaseException) -> SourceResult:
         reason = _failure_reason(exc)
+        # Approximate: a transient error usually got here by spending the budget, a permanent one in one try.
         attempts = self.max_attempts if is_transient(exc) else 1
         log.warning("%s: %s failed at %s: %s", self.observatory, d.target.name, stage, exc)
+        # Redacted before it reaches the database; capped, as a parser's or driver's message can be huge.
         error = redact(str(exc))[:2000]
         name = d.target.name
         row = rows.failure_row(name, self.observatory, stage, reason, attempts=attempts, last_error=error)
@@ -320,6 +335,7 @@ class SourcePipeline:
 
 
 def _failure_reason(exc: BaseException) -> str:
+    # Short, stable reasons first: the summary and the failures table group sources by this text.
     if isinstance(exc, FetchError) and exc.reason:
         return exc.reason
     if isinstance(exc, FetchError) and exc.status is not None:

@@ -84,7 +84,9 @@ def run_job(job: CpuJob) -> CpuResult:
     t0 = time.perf_counter()
     raw = job.adapter.parse(job.fetched) if job.fetched is not None else _read_raw(job)
     t1 = time.perf_counter()
+    # Reducers are never handed an empty table, so none of them needs to handle that case.
     lightcurves = job.adapter.reduce(raw, job.target) if job.reduce and len(raw) else []
+    # A table read from disk is already stored: sending it back would only cost pickling.
     parsed = as_records(raw) if job.fetched is not None else None
     if job.analysis is None or not job.reduce:
         tables = [ReducedTable.of(lc) for lc in lightcurves]
@@ -120,6 +122,7 @@ def default_executor(workers: int | None) -> ProcessPoolExecutor:
         "aretriever.store.hdf5",
         "aretriever.science.analysis",
     ]
+    # Imported once in the fork server, so each worker starts with pandas, h5py and ZTF loaded.
     context.set_forkserver_preload(preload)
     return ProcessPoolExecutor(
         max_workers=workers or os.cpu_count() or 1,
@@ -150,6 +153,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    # The process exists but belongs to another user: it is alive.
     except PermissionError:
         return True
     return True

@@ -86,10 +86,13 @@ class Decision:
 
 def _raw_ok(row: StoredRaw, raw_file: FileState) -> str | None:
     """Why stored raw data cannot be trusted, or None."""
+    # The archive had nothing: there is no file to check, and the row itself is the answer.
     if row.status == RawStatus.NO_DATA:
         return None
     if raw_file.size is None:
         return "raw file missing"
+    # A stat is cheap and catches a file truncated or replaced since its row was written; opening it
+    # (``verify``) is the expensive check.
     if row.nbytes is not None and raw_file.size != row.nbytes:
         return f"raw file is {raw_file.size} bytes, the row says {row.nbytes}"
     if not raw_file.readable:
@@ -116,6 +119,7 @@ def decide(
     recently, and anything but a skip or re-link waits for the back-off to pass.
     """
     action, reason = _decide(row, raw_file, lightcurves, needs_reduction, needs_analysis, analysed, stale)
+    # Skip and re-link make no request, so a recent failure has no reason to hold them back.
     if backing_off and action not in (Action.SKIP, Action.RELINK):
         return Action.SKIP, f"failed recently: {action.value} waits for the back-off"
     return action, reason
@@ -131,18 +135,22 @@ def _decide(
     stale: bool,
 ) -> tuple[Action, str]:
     if row is None:
+        # Files before rows makes this the state a crash leaves behind; re-linking saves a request.
         if raw_file.size is not None and raw_file.readable:
             return Action.RELINK, "file on disk without a row"
         return Action.FETCH, "new"
     problem = _raw_ok(row, raw_file)
     if problem:
         return Action.REFETCH, problem
+    # After the file checks, so a broken file is reported as broken rather than as old.
     if stale:
         return Action.REFETCH, "raw data older than the refresh age"
+    # An EMPTY or NO_DATA row has nothing to reduce.
     if not needs_reduction or row.status != RawStatus.OK:
         return Action.SKIP, "stored"
     if needs_analysis and analysed is None:
         return Action.REDUCE, "not analysed for this project"
+    # Analysed and found no lightcurves: reducing again would only find none again.
     if needs_analysis and analysed == 0 and lightcurves is None:
         return Action.SKIP, "analysed: no lightcurves"
     if lightcurves is None:
@@ -166,6 +174,8 @@ def _stat_size(path: Path) -> int | None:
     """
     try:
         return os.stat(path).st_size
+    # Only "not found" means missing. Permission or I/O errors (an unmounted or stale NFS DATA_ROOT)
+    # would otherwise look like every file gone and start a mass re-fetch.
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -214,6 +224,7 @@ async def check_batch(
 ) -> list[Decision]:
     """Decide, for a batch of targets, what each needs: three queries and a stat per file."""
     names = [t.name for t in targets]
+    # All queries in one short session, released before the disk work, which holds no connection.
     async with sessions() as session:
         raw = await queries.stored_raw(session, observatory, names)
         version = (products.project, products.cfg_hash)
@@ -224,6 +235,7 @@ async def check_batch(
         failures, failed_at = await queries.open_failures(session, observatory, names)
 
     def on_disk() -> list[Decision]:
+        # NO_DATA rows have no file, so they must not make an empty folder look like a missing mount.
         stored = sum(1 for row in raw.values() if row.filename and row.status != RawStatus.NO_DATA)
         check_observatory_folder(data_root, observatory, stored)
         return [
@@ -237,6 +249,7 @@ async def check_batch(
         lc: tuple[str | None, int | None] | None,
         failed: frozenset[str],
     ) -> Decision:
+        # The stored filename wins over the computed one: the naming scheme may have changed since.
         relpath = (row.filename if row and row.filename else None) or paths.raw_relpath(
             observatory, target.name, target.ra_deg
         )
@@ -258,4 +271,5 @@ async def check_batch(
         )
         return Decision(target, action, relpath, reason, failed)
 
+    # Thousands of stats (and with ``verify`` HDF5 opens) per batch would stall the loop's requests.
     return await anyio.to_thread.run_sync(on_disk)

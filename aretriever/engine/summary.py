@@ -56,6 +56,7 @@ class RunSummary:
 
     @property
     def failed(self) -> int:
+        # Everything the run did not store counts, so exit code 0 never hides a lost row or source.
         return self.total(Outcome.FAILED) + sum(self.bad_rows.values()) + self.failed_row_writes
 
     @property
@@ -77,6 +78,7 @@ class RunSummary:
             "failed_row_writes": self.failed_row_writes,
             "observatories": {
                 name: {
+                    # Every outcome, zeros included: scripts read a fixed set of keys without checking.
                     **{o.value: lane.outcomes[o.value] for o in Outcome},
                     "failures": dict(lane.failures),
                     "requests": lane.requests,

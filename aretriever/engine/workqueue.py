@@ -35,6 +35,7 @@ def worker_id() -> str:
 
 def target_doc(target: Target) -> dict[str, Any]:
     doc = asdict(target)
+    # JSON has no tuples; target_of turns the lists back into the hashable pairs Target needs.
     doc["ids"] = [list(pair) for pair in target.ids]
     return doc
 
@@ -72,6 +73,8 @@ class WorkQueue:
 
     async def claim(self, size: int) -> list[Target]:
         """Up to ``size`` pending items, or items whose lease lapsed, now held by this worker."""
+        # Leases are stamped with this host's clock and read by the others: the workers' clocks must
+        # agree to well within ``lease_s`` (NTP does), or a live worker's items get taken over.
         now = datetime.now(UTC)
         claimed = await workqueue.claim(self.sessions, self.catalog, self.worker, size, now, now + self.lease)
         targets = []
@@ -89,6 +92,7 @@ class WorkQueue:
 
     def done(self, name: str) -> Upsert | None:
         """The upsert that marks a held item done (for the row writer), None if not held."""
+        # A source not claimed from the queue (e.g. fetched by id) has no item to mark.
         target = self.held.pop(name, None)
         if target is None:
             return None

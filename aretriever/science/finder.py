@@ -184,6 +184,7 @@ class Finder:
             if peak is None:
                 break
             first, last = self.region(search.dsnr, search.usable, search.taken, peak)
+            # The whole span, unusable points inside it included, so no later region can start within it.
             search.taken[first : last + 1] = True
             events.append(self.event(lc, search.order[first : last + 1], int(search.order[peak])))
         return events
@@ -203,6 +204,7 @@ class Finder:
 
     def start(self, lc: pd.DataFrame) -> Search:
         """The search state: ``dsnr`` and :meth:`usable` in time order."""
+        # Stable: points with equal mjd keep their input order, so the same input finds the same events.
         order = np.argsort(lc["mjd"].to_numpy(dtype=np.float64), kind="stable")
         dsnr = lc["dsnr"].to_numpy(dtype=np.float64)[order]
         return Search(dsnr=dsnr, usable=self.usable(lc)[order], order=order)
@@ -220,6 +222,7 @@ class Finder:
         """The ``flagged`` column as booleans (all False when there is none; NA counts as flagged)."""
         if "flagged" not in lc.columns:
             return np.zeros(len(lc), dtype=bool)
+        # An unknown flag counts as bad: a point of unknown quality should not be able to make an event.
         flagged: Array = lc["flagged"].fillna(True).to_numpy(dtype=bool)
         return flagged
 
@@ -227,6 +230,7 @@ class Finder:
         """Index of the largest ``|dsnr|`` above ``snr_threshold`` among ``candidates``, or None."""
         if not candidates.any():
             return None
+        # -inf rather than a boolean index: argmax then returns a position in the full time-ordered array.
         strength = np.where(candidates, np.abs(dsnr), -np.inf)
         best = int(np.argmax(strength))
         return best if strength[best] > self.cfg.snr_threshold else None
@@ -240,14 +244,18 @@ class Finder:
         ``last`` are the outermost members.
         """
         sign = 1.0 if dsnr[peak] > 0 else -1.0
+        # NaN dsnr (unusable points) compares False, as wanted; some numpy versions warn, and tests error.
         with np.errstate(invalid="ignore"):
             member = usable & (sign * dsnr > self.cfg.snr_threshold + self.cfg.sidebands)
+        # With positive sidebands the peak itself may fall below the region threshold; it is always in.
         member[peak] = True
+        # Unusable points are not stops: a flagged epoch inside a flare must not split it in two.
         stops = taken | (usable & ~member)
         before = np.flatnonzero(stops[:peak])
         after = np.flatnonzero(stops[peak + 1 :])
         lo = int(before[-1]) + 1 if before.size else 0
         hi = peak + int(after[0]) if after.size else dsnr.size - 1
+        # Trimmed to the outermost members, so a region never starts or ends on an unusable point.
         inside = np.flatnonzero(member[lo : hi + 1]) + lo
         return int(inside[0]), int(inside[-1])
 
