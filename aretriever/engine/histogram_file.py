@@ -38,7 +38,8 @@ from aretriever.adapters.base import Target
 from aretriever.engine.histogram_io import histogram_path, load_histograms, load_with_ledger, save_histograms
 from aretriever.engine.pool import ReducedTable
 from aretriever.errors import ConfigError
-from aretriever.science.histograms import Binned, ScoreHistograms
+from aretriever.science.binning import Binned
+from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import HistogramConfig
 
 log = logging.getLogger("aretriever.histograms")

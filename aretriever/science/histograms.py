@@ -40,117 +40,33 @@ By default they live in the project folder as :data:`HISTOGRAM_FILENAME`.
 from __future__ import annotations
 
 import bisect
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
 
-from aretriever.errors import ConfigError, ScienceError
+from aretriever.science.binning import (
+    EXTRA_SLOTS,
+    Binned,
+    ExptimeLike,
+    exptime_keys,
+    index_of,
+    make_edges,
+    slot_of,
+    sorted_exptimes,
+)
+from aretriever.science.binning import HistogramError as HistogramError
 from aretriever.settings import HistogramConfig
 
 Array = np.ndarray[Any, Any]
 Kind = Literal["all", "good"]
-ExptimeLike: TypeAlias = "float | Array | pd.Series[Any] | Sequence[float | None] | None"
 
 SCORES: Final = ("snr", "dmag", "offset")
 KINDS: Final[tuple[Kind, ...]] = ("all", "good")
 BIN_FIELDS: Final = ("snr_bins", "dmag_bins", "offset_bins", "mag_bins")
 FORMAT_NAME: Final = "aretriever.score_histograms"
 FORMAT_VERSION: Final = 1
-NAN_SLOT: Final = 0  # NaN score, or unknown source magnitude
-EXTRA_SLOTS: Final = 3  # NaN, underflow, overflow
-
-
-class HistogramError(ScienceError):
-    """Score histograms cannot be combined or used as asked."""
-
-
-def make_edges(bins: Sequence[float], name: str) -> Array:
-    """Bin edges from ``[low, high, step]``; the range must hold a whole number of steps.
-
-    Raises
-    ------
-    ConfigError
-        If ``bins`` is not three numbers with ``low < high``, ``step > 0`` and
-        ``(high - low) / step`` a whole number (to 1e-6).
-    """
-    where = f"config: analysis.histograms.{name}"
-    if len(bins) != 3:
-        raise ConfigError(f"{where}: expected [low, high, step] (got {list(bins)})")
-    low, high, step = (float(v) for v in bins)
-    if not (math.isfinite(low) and math.isfinite(high) and high > low and step > 0):
-        raise ConfigError(f"{where}: expected finite low < high and step > 0 (got {list(bins)})")
-    count = (high - low) / step
-    n = round(count)
-    if n < 1 or abs(count - n) > 1e-6:
-        raise ConfigError(f"{where}: high - low must be a whole number of steps (got {list(bins)})")
-    return np.linspace(low, high, n + 1)
-
-
-def _slots(values: Array, edges: Array) -> Array:
-    """Slot of each value: 0 NaN, 1 underflow, 2..n+1 bins ``[a, b)``, n+2 overflow.
-
-    Same answer as ``searchsorted(edges, values, side="right") + 1``, but computed from the
-    uniform step and then corrected against the edges themselves (one step is enough: rounding
-    is far below one bin): 8x faster on unsorted values.
-    """
-    n = len(edges) - 1
-    lower = np.concatenate([[np.nan, -np.inf], edges])  # lower bound of each slot
-    upper = np.concatenate([[np.nan], edges, [np.inf]])  # upper bound of each slot
-    nan = np.isnan(values)
-    with np.errstate(invalid="ignore", over="ignore"):
-        guess = np.floor((values - edges[0]) * (n / (edges[-1] - edges[0]))) + 2
-    slots = np.clip(np.where(nan, 1, guess), 1, n + 2).astype(np.intp)
-    slots -= values < lower[slots]
-    slots += (values >= upper[slots]) & (slots <= n + 1)  # +inf stays in the overflow slot
-    slots[nan] = NAN_SLOT
-    return slots
-
-
-def _exptime_key(exptime_s: float | None) -> float:
-    if exptime_s is None or not math.isfinite(float(exptime_s)):
-        return math.nan
-    return round(float(exptime_s), 1)
-
-
-def _sorted_exptimes(values: Sequence[float]) -> list[float]:
-    known = sorted({v for v in values if not math.isnan(v)})
-    return known + ([math.nan] if any(math.isnan(v) for v in values) else [])
-
-
-def _index_of(categories: Sequence[Any], value: Any) -> int:
-    for i, existing in enumerate(categories):
-        if existing == value or (isinstance(value, float) and math.isnan(value) and math.isnan(existing)):
-            return i
-    raise KeyError(value)
-
-
-def _exptime_keys(exptime_s: ExptimeLike, n_rows: int) -> tuple[tuple[float, ...], Array]:
-    """Exposure-time categories of a lightcurve and, per row, the index of its category."""
-    if exptime_s is None or isinstance(exptime_s, int | float | np.number):
-        key = _exptime_key(None if exptime_s is None else float(exptime_s))
-        return (key,), np.zeros(n_rows, dtype=np.uint8)
-    raw = np.asarray(exptime_s, dtype=np.float64)
-    if raw.shape != (n_rows,):
-        raise HistogramError(f"histograms: exptime_s has shape {raw.shape}; expected ({n_rows},)")
-    unique, inverse = np.unique(raw, return_inverse=True)
-    index = inverse.reshape(n_rows).astype(np.min_scalar_type(max(len(unique) - 1, 0)))
-    return tuple(_exptime_key(float(v)) for v in unique), index
-
-
-@dataclass(frozen=True, slots=True)
-class Binned:
-    """One lightcurve's points in their slots (:meth:`ScoreHistograms.bin`), ready to count."""
-
-    filter: str
-    mag_slot: int
-    exptimes_s: tuple[float, ...]  # exposure-time categories (NaN: unknown); may repeat
-    exptime_index: Array  # per point: index into exptimes_s
-    slots: dict[str, Array]  # per score: the slot of each point
-    good: Array  # per point: not flagged
 
 
 class ScoreHistograms:
@@ -207,10 +123,10 @@ class ScoreHistograms:
 
     def _exptime_index(self, key: float) -> int:
         try:
-            return _index_of(self.exptimes_s, key)
+            return index_of(self.exptimes_s, key)
         except KeyError:
-            self.exptimes_s = _sorted_exptimes([*self.exptimes_s, key])
-            position = _index_of(self.exptimes_s, key)
+            self.exptimes_s = sorted_exptimes([*self.exptimes_s, key])
+            position = index_of(self.exptimes_s, key)
             self._grow(axis=2, position=position)
             return position
 
@@ -273,8 +189,8 @@ class ScoreHistograms:
         for score in SCORES:
             values = scores[score].to_numpy(dtype=np.float64, na_value=np.nan)
             small = np.min_scalar_type(self._n_slots(score))  # 2 bytes a point for the usual bins
-            slots[score] = _slots(values, self._edges[score]).astype(small)
-        keys, index = _exptime_keys(exptime_s, len(scores))
+            slots[score] = slot_of(values, self._edges[score]).astype(small)
+        keys, index = exptime_keys(exptime_s, len(scores))
         mask = self._good_mask(scores, good)
         return Binned(str(filter), self._mag_slot(source_mag), keys, index, slots, mask)
 
@@ -283,7 +199,7 @@ class ScoreHistograms:
         f = self._filter_index(binned.filter)
         for key in binned.exptimes_s:  # insert first: an insertion shifts the indices after it
             self._exptime_index(key)
-        category = np.array([_index_of(self.exptimes_s, key) for key in binned.exptimes_s], dtype=np.intp)
+        category = np.array([index_of(self.exptimes_s, key) for key in binned.exptimes_s], dtype=np.intp)
         per_point = category[binned.exptime_index]
         groups = [(int(e), per_point == e) for e in np.unique(per_point)]
         for score in SCORES:
@@ -307,7 +223,7 @@ class ScoreHistograms:
 
     def _mag_slot(self, source_mag: float | None) -> int:
         value = np.nan if source_mag is None or pd.isna(source_mag) else float(source_mag)
-        return int(_slots(np.array([value]), self._edges["mag"])[0])
+        return int(slot_of(np.array([value]), self._edges["mag"])[0])
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -390,7 +306,7 @@ class ScoreHistograms:
         self._check_binning(other)
         out = ScoreHistograms(self.config)
         out.filters = sorted(set(self.filters) | set(other.filters))
-        out.exptimes_s = _sorted_exptimes([*self.exptimes_s, *other.exptimes_s])
+        out.exptimes_s = sorted_exptimes([*self.exptimes_s, *other.exptimes_s])
         for score in SCORES:
             out._counts[score] = out._empty(score, len(out.filters), len(out.exptimes_s))
             for part in (self, other):
@@ -399,7 +315,7 @@ class ScoreHistograms:
 
     def _scatter(self, score: str, part: ScoreHistograms) -> None:
         f_map = np.array([self.filters.index(name) for name in part.filters], dtype=np.intp)
-        e_map = np.array([_index_of(self.exptimes_s, v) for v in part.exptimes_s], dtype=np.intp)
+        e_map = np.array([index_of(self.exptimes_s, v) for v in part.exptimes_s], dtype=np.intp)
         # the maps are one-to-one, so fancy-indexed += adds every cell exactly once
         self._counts[score][:, f_map[:, None], e_map[None, :]] += part._counts[score]
 

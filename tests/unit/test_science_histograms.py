@@ -13,12 +13,12 @@ from pydantic import ValidationError
 
 from aretriever.engine.histogram_io import histogram_path, load_histograms, save_histograms
 from aretriever.errors import ConfigError, StoreError, WriteError
+from aretriever.science.binning import slot_of as _slots
 from aretriever.science.histograms import (
     KINDS,
     SCORES,
     HistogramError,
     ScoreHistograms,
-    _slots,
     make_edges,
 )
 from aretriever.settings import HistogramConfig
