@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from aretriever.store import db
+from .test_backfill import query
 
 ZTF = "/cgi-bin/ZTF/nph_light_curves"
-
-
-def query(db_url: str, sql: str) -> list[Any]:
-    async def go() -> list[Any]:
-        engine = db.create_engine(db_url)
-        try:
-            async with engine.begin() as conn:
-                return list((await conn.execute(sa.text(sql))).all())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
 
 
 def test_duplicate_names_exit_2_naming_the_rows_before_any_request(
