@@ -13,18 +13,25 @@ from aretriever.config import load_config
 from aretriever.engine.core import Engine
 from aretriever.engine.pipeline import SourceResult
 from aretriever.engine.summary import Outcome
+from aretriever.settings import Config
 from aretriever.testing.fake_archive import FakeArchive
+
+
+def _config(archive_url: str, db_url: str, root: Path, **engine: object) -> Config:
+    """The config these tests share: a private DATA_ROOT, the fake archive, no rate limit to speak of."""
+    return load_config(
+        False,
+        overrides={
+            "store": {"data_root": str(root), "db_url": db_url},
+            "observatories": {"ztf": {"base_url": archive_url, "rate_per_s": 1000}},
+            "engine": engine,
+        },
+    )
 
 
 async def test_engine_accepts_any_executor_and_reports_each_source(db_url: str, tmp_path: Path) -> None:
     async with FakeArchive() as fake:
-        cfg = load_config(
-            False,
-            overrides={
-                "store": {"data_root": str(tmp_path / "data"), "db_url": db_url},
-                "observatories": {"ztf": {"base_url": fake.url, "rate_per_s": 1000}},
-            },
-        )
+        cfg = _config(fake.url, db_url, tmp_path / "data")
         seen: list[SourceResult] = []
         with ThreadPoolExecutor(max_workers=2) as executor:
             engine = Engine(cfg, executor=executor, on_result=seen.append)
@@ -38,14 +45,7 @@ async def test_engine_accepts_any_executor_and_reports_each_source(db_url: str, 
 async def test_refresh_age_is_measured_with_the_engine_clock(db_url: str, tmp_path: Path) -> None:
     """Ten days on the injected clock make stored raw data stale: no waiting on the wall clock."""
     async with FakeArchive() as fake:
-        cfg = load_config(
-            False,
-            overrides={
-                "store": {"data_root": str(tmp_path / "data"), "db_url": db_url},
-                "observatories": {"ztf": {"base_url": fake.url, "rate_per_s": 1000}},
-                "engine": {"refresh_after_days": 5.0},
-            },
-        )
+        cfg = _config(fake.url, db_url, tmp_path / "data", refresh_after_days=5.0)
         later = datetime.now(UTC) + timedelta(days=10)
         with ThreadPoolExecutor(max_workers=2) as executor:
             assert (await Engine(cfg, executor=executor).run(GeneratedCatalog(3))).total(Outcome.FETCHED) == 3
@@ -72,14 +72,7 @@ async def test_files_are_synced_before_their_rows_by_default(
 
     monkeypatch.setattr(hdf5.os, "fsync", fsync)
     async with FakeArchive() as fake:
-        cfg = load_config(
-            False,
-            overrides={
-                "store": {"data_root": str(tmp_path / "data"), "db_url": db_url},
-                "observatories": {"ztf": {"base_url": fake.url, "rate_per_s": 1000}},
-                "engine": {"analyze": False},
-            },
-        )
+        cfg = _config(fake.url, db_url, tmp_path / "data", analyze=False)
         assert cfg.store.fsync is True
         with ThreadPoolExecutor(max_workers=2) as executor:
             summary = await Engine(cfg, executor=executor).run(GeneratedCatalog(3))
