@@ -256,7 +256,9 @@ def _memory_file(size_hint: int) -> h5f.FileID:
     # One allocation of about the final size instead of growing by 64 KiB steps; no backing file.
     fapl.set_fapl_core(max(size_hint, 1 << 16), False)
     fapl.set_libver_bounds(h5f.LIBVER_V110, h5f.LIBVER_LATEST)
-    return h5f.create(_image_name(), h5f.ACC_EXCL, fapl=fapl)
+    fcpl = h5p.create(h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)  # the root group's times too: equal tables, equal bytes
+    return h5f.create(_image_name(), h5f.ACC_EXCL, fcpl=fcpl, fapl=fapl)
 
 
 def _size_hint(tables: Tables) -> int:

@@ -82,7 +82,12 @@ def test_an_image_is_the_file_write_h5_writes_and_the_same_tables_give_the_same_
     path = tmp_path / "f.h5"
     hdf5.write_h5(path, _tables(ztf))
     image = hdf5.build_h5_image(_tables(ztf))
-    assert path.read_bytes() == image == hdf5.build_h5_image(_tables(ztf))  # no timestamps inside
+    assert path.read_bytes() == image == hdf5.build_h5_image(_tables(ztf))
+    with h5py.File(io.BytesIO(image), "r") as h5:
+        # no object keeps a time (equal bytes would otherwise hold only within one second)
+        for obj in (h5, *h5.values()):
+            info = h5py.h5o.get_info(obj.id)
+            assert info.ctime == info.mtime == info.atime == info.btime == 0
     frame, meta = hdf5.read_image(image, "records")
     pd.testing.assert_frame_equal(frame, ztf.iloc[:5])
     assert meta == {"k": 1}
