@@ -127,6 +127,13 @@ class StoreConfig(Part):
         description="PostgreSQL cancels any statement running longer (migrations included)",
         json_schema_extra=OPERATIONAL,
     )
+    # Operational: filters change the bytes on disk, never what a reader gets back. The names are
+    # those of aretriever.store.hdf5.Compression (not imported: settings stay free of h5py).
+    compression: Literal["gzip", "lzf", "none"] = Field(
+        "gzip",
+        description="HDF5 tables: gzip level 1 (any HDF5 tool reads it), lzf (faster, h5py only) or none",
+        json_schema_extra=OPERATIONAL,
+    )
 
 
 class DaemonConfig(Part):

@@ -149,7 +149,7 @@ def product_key(name: str, observatory: str, project: str, cfg_hash: str) -> Row
 
 
 def lightcurve_rows(key: Mapping[str, Any], relpath: str, nbytes: int, tables: Sequence[Any]) -> list[Row]:
-    """One ``lightcurves`` row per reduced table (``records``, ``filter``, ``meta``, ``stats``, times)."""
+    """One ``lightcurves`` row per reduced table (``num_rows``, ``filter``, ``meta``, ``stats``, times)."""
     total = len(tables)
     return [
         {
@@ -159,7 +159,7 @@ def lightcurve_rows(key: Mapping[str, Any], relpath: str, nbytes: int, tables: S
             "simulation_number": 0,
             "filename": relpath,
             "filekey": paths.reduction_key(str(key["source_name"]), number, total),
-            "num_rows": len(lc.records),
+            "num_rows": lc.num_rows,
             "nbytes": nbytes,
             "filter": lc.filter,
             "time_start_mjd": lc.time_start_mjd,

@@ -123,9 +123,11 @@ class _Job:
 class FileWriter(_QueueTask[_Job]):
     """Runs HDF5 writes (and other file operations) one at a time, in one dedicated thread.
 
-    Use as ``async with FileWriter() as files: nbytes = await files.write(path, tables)``.
-    Leaving the block finishes every queued job first. If the task dies, queued and later
-    writes raise :class:`StoreError`.
+    Use as ``async with FileWriter() as files: nbytes = await files.write_image(path, image)``
+    with an image built elsewhere (the engine builds them in its process pool, so this thread,
+    which shares the event loop's GIL, only writes bytes), or ``await files.write(path, tables)``
+    to build here. Leaving the block finishes every queued job first. If the task dies, queued
+    and later writes raise :class:`StoreError`.
 
     Parameters
     ----------
@@ -133,11 +135,22 @@ class FileWriter(_QueueTask[_Job]):
         Jobs waiting at most; ``write`` waits for space beyond that.
     fsync
         Flush each written file, then its folder, to the disk before reporting it written.
+    compression
+        How :meth:`write` compresses tables (``store.compression``); builders of images read it
+        here so that every file of a run is compressed alike.
     """
 
-    def __init__(self, *, queue_size: int = 64, fsync: bool = True, name: str = "file-writer"):
+    def __init__(
+        self,
+        *,
+        queue_size: int = 64,
+        fsync: bool = True,
+        compression: hdf5.Compression = hdf5.DEFAULT_COMPRESSION,
+        name: str = "file-writer",
+    ):
         super().__init__(name, queue_size)
         self._fsync = fsync
+        self.compression = compression
         self._executor: ThreadPoolExecutor | None = None
         self.pending = 0
         self.written = 0
@@ -168,7 +181,21 @@ class FileWriter(_QueueTask[_Job]):
         StoreError
             If the writer is closed or has stopped.
         """
-        call = functools.partial(hdf5.write_h5, path, tables, fsync=self._fsync)
+        call = functools.partial(hdf5.write_h5, path, tables, fsync=self._fsync, compression=self.compression)
+        nbytes: int = await self._submit(call, is_write=True)
+        return nbytes
+
+    async def write_image(self, path: Path, image: bytes) -> int:
+        """Write a built file image to ``path`` atomically (see :func:`hdf5.write_image`); return its size.
+
+        Raises
+        ------
+        WriteError
+            If the file could not be written (nothing is left under ``path``).
+        StoreError
+            If the writer is closed or has stopped.
+        """
+        call = functools.partial(hdf5.write_image, path, image, fsync=self._fsync)
         nbytes: int = await self._submit(call, is_write=True)
         return nbytes
 

@@ -3,7 +3,9 @@
 Counts since the last save are kept in memory and added to the file at each save (every
 ``save_every_s`` and at the end of a run), so the file always holds whole lightcurves and a
 killed run loses at most the counts of its last interval (its sources stay analysed: see
-docs/design.md). Counting runs in a worker thread, off the event loop.
+docs/design.md). The points arrive binned by the pool worker (:mod:`aretriever.engine.score_bins`,
+``ReducedTable.binned``), so adding a source here is only its ledger digests; counting runs at
+the save, in a worker thread, off the event loop.
 
 Several processes may analyse one project at once, and a source may be analysed again (its
 reduced file was deleted, the database was rebuilt by ``populate``, a killed run is resumed):
@@ -32,7 +34,6 @@ from pathlib import Path
 
 import anyio
 import numpy as np
-import pandas as pd
 
 from aretriever.adapters.base import Target
 from aretriever.engine.histogram_io import histogram_path, load_histograms, load_with_ledger, save_histograms
@@ -43,8 +44,6 @@ from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import HistogramConfig
 
 log = logging.getLogger("aretriever.histograms")
-
-_COLUMNS = ("snr", "dmag", "offset", "flagged")
 
 
 def lightcurve_digest(
@@ -91,7 +90,7 @@ class HistogramFile:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.cfg = cfg
         self.cfg_hash = cfg_hash
-        self._empty = ScoreHistograms(cfg)  # bins lightcurves; never counts
+        self._empty = ScoreHistograms(cfg)  # its binning, which the file and the workers must share
         self._pending: dict[int, Binned] = {}  # digest -> a lightcurve not saved yet
         self._lock = threading.Lock()
         if self.path.exists():
@@ -105,25 +104,21 @@ class HistogramFile:
             )
 
     async def add(self, target: Target, tables: Sequence[ReducedTable], observatory: str = "") -> None:
-        """Count the scores of a source's analysed lightcurves (at the next save)."""
-        await anyio.to_thread.run_sync(self._add, target, tables, observatory)
+        """Count the scores of a source's analysed lightcurves (at the next save).
+
+        Tables arrive binned with :attr:`cfg` (``ReducedTable.binned``); one without bins was not
+        analysed and is not counted. Only digests are computed here: no thread is needed.
+        """
+        self._add(target, tables, observatory)
 
     def _add(self, target: Target, tables: Sequence[ReducedTable], observatory: str) -> None:
         total = len(tables)
         for number, table in enumerate(tables, start=1):
-            names = table.records.dtype.names or ()
-            if not all(column in names for column in _COLUMNS):
+            if table.binned is None:
                 continue  # not analysed
             digest = lightcurve_digest(observatory, target.name, number, total, table, self.cfg_hash)
-            scores = pd.DataFrame({column: table.records[column] for column in _COLUMNS})
-            exptime = (
-                np.asarray(table.records["exptime"], dtype=float)
-                if "exptime" in names
-                else table.stats.get("exptime_s")
-            )
-            binned = self._empty.bin(scores, target.mag, exptime, table.filter)
             with self._lock:
-                self._pending.setdefault(digest, binned)
+                self._pending.setdefault(digest, table.binned)
 
     async def save(self) -> None:
         """Add the lightcurves not counted yet to the file (locked, written atomically)."""

@@ -1,7 +1,8 @@
 """What happens to one source in one lane, once the skip check has decided.
 
-Fetch through the lane's port, parse and reduce in the pool, hand the tables to the file writer,
-and only when the files are complete hand their rows to the row writer. Any failure becomes a
+Fetch through the lane's port; parse, reduce and build the HDF5 files (as images) in the pool;
+hand the images to the file writer, and only when the files are complete hand their rows to the
+row writer. Any failure becomes a
 ``failures`` row with its stage and reason; it never stops the run.
 """
 
@@ -26,9 +27,9 @@ from aretriever.errors import FetchError, MalformedResponse, StoreError
 from aretriever.http import Lane
 from aretriever.redact import redact
 from aretriever.retry import is_transient
-from aretriever.settings import AnalysisConfig
+from aretriever.settings import AnalysisConfig, HistogramConfig
 from aretriever.store import paths, rows
-from aretriever.store.hdf5 import Tables, h5_nrows
+from aretriever.store.hdf5 import h5_nrows
 from aretriever.store.models import Stage
 from aretriever.store.rows import source_row as source_row  # its home before store/rows
 from aretriever.store.writers import FileWriter, RowWriter
@@ -39,7 +40,12 @@ Row = dict[str, Any]
 
 
 class HistogramSink(Protocol):
-    """Where the score histograms of analysed lightcurves are counted."""
+    """Where the score histograms of analysed lightcurves are counted.
+
+    Pool workers bin the scores with ``cfg`` (``ReducedTable.binned``); the sink counts them.
+    """
+
+    cfg: HistogramConfig
 
     async def add(self, target: Target, tables: Sequence[ReducedTable], observatory: str = "") -> None: ...
 
@@ -174,17 +180,16 @@ class SourcePipeline:
         if fetched.body is None or result is None:
             await self._store_no_data(d, fetched)
             return self._result(target, Outcome.NO_DATA, fetched.no_data_reason or "")
-        raw = result.raw
-        if raw is None:  # pragma: no cover - a job built from a fetched body always parses it
-            raise AssertionError("the pool returned no raw table for a fetched body")
+        image = result.raw_image
+        if image is None:  # pragma: no cover - a job built from a fetched body always builds it
+            raise AssertionError("the pool returned no raw file for a fetched body")
         # Files before rows: raw and reduced files are complete on disk before any row names them, so a
         # crash leaves at worst a file without a row, which the next skip check re-links.
         relpath = paths.raw_relpath(self.observatory, target.name, target.ra_deg)
-        nbytes = await self._write(
-            relpath, {paths.raw_key(target.name): (raw, raw_attrs(target, self.observatory, fetched))}
-        )
-        lc_rows = await self._write_lightcurves(target, result.lightcurves)
-        await self._submit_rows(d, self._raw_row(target, relpath, len(raw), nbytes, fetched), lc_rows, result)
+        nbytes = await self._write(relpath, image)
+        lc_rows = await self._write_lightcurves(target, result)
+        raw_row = self._raw_row(target, relpath, result.num_raw_rows, nbytes, fetched)
+        await self._submit_rows(d, raw_row, lc_rows, result)
         return self._result(target, outcome, d.reason, len(result.lightcurves))
 
     async def _fetch_and_parse(self, target: Target) -> tuple[Fetched, CpuResult | None]:
@@ -200,7 +205,9 @@ class SourcePipeline:
             fetched = await self.adapter.fetch(target, port)
             if fetched.body is None:
                 return fetched, None
-            job = CpuJob(self.adapter, target, fetched, reduce=self.products.reduce, analysis=self.analysis)
+            # The attrs are made here, not in the worker: ``fetched_at`` is when the answer came.
+            attrs = raw_attrs(target, self.observatory, fetched)
+            job = self._job(target, self.products.reduce, fetched=fetched, raw_attrs=attrs)
             try:
                 return fetched, await self.cpu.run(job)
             except MalformedResponse:
@@ -215,8 +222,21 @@ class SourcePipeline:
                     port.attempts.max_attempts,
                 )
 
-    async def _write(self, relpath: str, tables: Tables) -> int:
-        return await self.stores.files.write(paths.resolve(self.stores.data_root, relpath), tables)
+    def _job(self, target: Target, reduce: bool, **source: Any) -> CpuJob:
+        """A pool job for ``target`` from ``fetched`` and ``raw_attrs``, or ``raw_path`` and ``raw_key``."""
+        bins = self.histograms.cfg if self.histograms is not None and self.analysis is not None else None
+        return CpuJob(
+            self.adapter,
+            target,
+            reduce=reduce,
+            analysis=self.analysis,
+            compression=self.stores.files.compression,
+            histograms=bins,
+            **source,
+        )
+
+    async def _write(self, relpath: str, image: bytes) -> int:
+        return await self.stores.files.write_image(paths.resolve(self.stores.data_root, relpath), image)
 
     def _raw_row(
         self, target: Target, relpath: str | None, n: int, nbytes: int, fetched: Fetched | None
@@ -237,22 +257,18 @@ class SourcePipeline:
 
     # -- lightcurves ---------------------------------------------------------------------------
 
-    async def _write_lightcurves(
-        self, target: Target, lcs: list[ReducedTable]
-    ) -> list[dict[str, Any]] | None:
+    async def _write_lightcurves(self, target: Target, result: CpuResult) -> list[dict[str, Any]] | None:
         if not self.products.reduce:
             return None
+        lcs = result.lightcurves
         # [] (reduced, nothing survived) differs from None (not reduced): [] still replaces the project's
         # old lightcurve rows, so a source whose data got worse does not keep stale ones.
         if not lcs:
             return []
+        if result.reduced_image is None:  # pragma: no cover - the pool builds it for any lightcurve
+            raise AssertionError("the pool returned lightcurves without their file")
         relpath = paths.reduced_relpath(self.products.folder, self.observatory, target.name, target.ra_deg)
-        total = len(lcs)
-        keys = [paths.reduction_key(target.name, i, total) for i in range(1, total + 1)]
-        tables = {
-            key: (lc.records, {**lc.meta, "filter": lc.filter}) for key, lc in zip(keys, lcs, strict=True)
-        }
-        nbytes = await self._write(relpath, tables)
+        nbytes = await self._write(relpath, result.reduced_image)
         # Counted after the file write, so the histograms only ever describe stored lightcurves.
         if self.histograms is not None and self.analysis is not None:
             await self.histograms.add(target, lcs, self.observatory)
@@ -260,17 +276,10 @@ class SourcePipeline:
 
     async def _reduce_stored(self, d: Decision, outcome: Outcome) -> SourceResult:
         target = d.target
-        job = CpuJob(
-            self.adapter,
-            target,
-            None,
-            str(paths.resolve(self.stores.data_root, d.raw_relpath)),
-            paths.raw_key(target.name),
-            reduce=True,
-            analysis=self.analysis,
-        )
+        raw_path = str(paths.resolve(self.stores.data_root, d.raw_relpath))
+        job = self._job(target, True, raw_path=raw_path, raw_key=paths.raw_key(target.name))
         result = await self.cpu.run(job)
-        lc_rows = await self._write_lightcurves(target, result.lightcurves)
+        lc_rows = await self._write_lightcurves(target, result)
         await self._submit_rows(d, None, lc_rows, result)
         return self._result(target, outcome, d.reason, len(result.lightcurves))
 

@@ -12,7 +12,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +21,29 @@ from typing import Any
 import pandas as pd
 
 from aretriever.adapters.base import Adapter, Fetched, ReducedLightcurve, Target
+from aretriever.engine.score_bins import bin_scores
 from aretriever.science.analysis import LightcurveResult, analysis_for
-from aretriever.settings import AnalysisConfig
-from aretriever.store.hdf5 import Records, as_records
+from aretriever.science.binning import Binned
+from aretriever.science.histograms import ScoreHistograms
+from aretriever.settings import AnalysisConfig, HistogramConfig
+from aretriever.store import paths
+from aretriever.store.hdf5 import (
+    DEFAULT_COMPRESSION,
+    Compression,
+    Records,
+    Tables,
+    as_records,
+    build_h5_image,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class CpuJob:
-    """Parse a fetched body, or re-read a stored raw file (``raw_path``/``raw_key``); then reduce."""
+    """Parse a fetched body, or re-read a stored raw file (``raw_path``/``raw_key``); then reduce.
+
+    The worker also builds the files to store (raw with ``raw_attrs``, reduced), as HDF5 images
+    the event loop's writer only has to write.
+    """
 
     adapter: Adapter
     target: Target
@@ -37,63 +52,133 @@ class CpuJob:
     raw_key: str | None = None
     reduce: bool = True
     analysis: AnalysisConfig | None = None  # analyse the lightcurves too (needs ``reduce``)
+    # the raw table's metadata, made by the event loop: ``fetched_at`` is when it was fetched
+    raw_attrs: Mapping[str, Any] = field(default_factory=dict)
+    compression: Compression = DEFAULT_COMPRESSION
+    histograms: HistogramConfig | None = None  # bin analysed scores in these bins (for the sink)
 
 
 @dataclass(frozen=True, slots=True)
 class ReducedTable:
-    """A reduced lightcurve as it travels back from the pool: a structured array, ready to write."""
+    """What the event loop still needs of a reduced lightcurve once its file image is built.
 
-    records: Records
+    Its points travel only inside :attr:`CpuResult.reduced_image`; here are its row's values and,
+    when the histograms asked for it, its scores already binned.
+    """
+
+    num_rows: int
     filter: str
     time_start_mjd: float
     time_end_mjd: float
     meta: Mapping[str, Any] = field(default_factory=dict)
     stats: Mapping[str, Any] = field(default_factory=dict)  # analysis: columns of its row
     detections: list[dict[str, Any]] = field(default_factory=list)  # analysis: its events
+    binned: Binned | None = None  # analysis with histograms: its scores in their bins
+
+
+@dataclass(frozen=True, slots=True)
+class _Reduced:
+    """A reduced lightcurve inside the worker: its table to store and its summary to send back."""
+
+    records: Records
+    table: ReducedTable
 
     @classmethod
-    def of(cls, lc: ReducedLightcurve, analysed: LightcurveResult | None = None) -> ReducedTable:
-        """The table to write: the processed one (with scores and flags) when it was analysed."""
-        meta = dict(lc.meta)
+    def of(cls, lc: ReducedLightcurve, analysed: LightcurveResult | None, bins: _Binner | None) -> _Reduced:
+        """The table to store is the processed one (with scores and flags) when it was analysed."""
         if analysed is None:
-            return cls(as_records(lc.data), lc.filter, lc.time_start_mjd, lc.time_end_mjd, meta)
+            records = as_records(lc.data)
+            return cls(
+                records,
+                ReducedTable(len(records), lc.filter, lc.time_start_mjd, lc.time_end_mjd, dict(lc.meta)),
+            )
         records = as_records(analysed.processed)
-        return cls(
-            records, lc.filter, lc.time_start_mjd, lc.time_end_mjd, meta, analysed.stats, analysed.detections
+        binned = bins(records, analysed.stats, lc.filter) if bins is not None else None
+        table = ReducedTable(
+            len(records),
+            lc.filter,
+            lc.time_start_mjd,
+            lc.time_end_mjd,
+            dict(lc.meta),
+            analysed.stats,
+            analysed.detections,
+            binned,
         )
+        return cls(records, table)
+
+
+class _Binner:
+    def __init__(self, cfg: HistogramConfig, source_mag: float | None) -> None:
+        self._histograms = ScoreHistograms(cfg)
+        self._mag = source_mag
+
+    def __call__(self, records: Records, stats: Mapping[str, Any], filter: str) -> Binned | None:
+        return bin_scores(self._histograms, records, stats, self._mag, filter)
 
 
 @dataclass(frozen=True, slots=True)
 class CpuResult:
-    """The parsed raw table (None when it was read from disk) and its lightcurves, with timings.
+    """The files to store, as HDF5 images, and what the event loop needs for their rows.
 
-    Tables come back as structured arrays: converting them here, in parallel, leaves the HDF5
-    writer thread (which shares the event loop's GIL) only the HDF5 work itself.
+    ``raw_image`` is None when the raw table was read from disk (it is stored already);
+    ``reduced_image`` is None when nothing was reduced or no lightcurve survived. Building the
+    files here, in parallel, leaves the event-loop process only writing bytes.
     """
 
-    raw: Records | None
+    raw_image: bytes | None
     lightcurves: list[ReducedTable] = field(default_factory=list)
+    reduced_image: bytes | None = None
     num_raw_rows: int = 0
     parse_s: float = 0.0
     reduce_s: float = 0.0
+    build_s: float = 0.0  # building the HDF5 images
     properties: dict[str, Any] | None = None  # analysis: the source's ``properties`` row values
 
 
 def run_job(job: CpuJob) -> CpuResult:
-    """Parse and/or reduce one source (runs in a worker process)."""
+    """Parse and/or reduce one source and build its files (runs in a worker process)."""
     t0 = time.perf_counter()
     raw = job.adapter.parse(job.fetched) if job.fetched is not None else _read_raw(job)
     t1 = time.perf_counter()
+    reduced, properties = _reduce(job, raw)
+    t2 = time.perf_counter()
+    # A table read from disk is already stored: building it again would only cost time.
+    raw_image = _raw_image(job, raw) if job.fetched is not None else None
+    reduced_image = _reduced_image(job, reduced)
+    tables = [r.table for r in reduced]
+    return CpuResult(
+        raw_image, tables, reduced_image, len(raw), t1 - t0, t2 - t1, time.perf_counter() - t2, properties
+    )
+
+
+def _reduce(job: CpuJob, raw: pd.DataFrame) -> tuple[list[_Reduced], dict[str, Any] | None]:
     # Reducers are never handed an empty table, so none of them needs to handle that case.
     lightcurves = job.adapter.reduce(raw, job.target) if job.reduce and len(raw) else []
-    # A table read from disk is already stored: sending it back would only cost pickling.
-    parsed = as_records(raw) if job.fetched is not None else None
     if job.analysis is None or not job.reduce:
-        tables = [ReducedTable.of(lc) for lc in lightcurves]
-        return CpuResult(parsed, tables, len(raw), t1 - t0, time.perf_counter() - t1)
+        return [_Reduced.of(lc, None, None) for lc in lightcurves], None
     analysed = analysis_for(job.analysis).analyze(job.target, lightcurves)
-    tables = [ReducedTable.of(lc, a) for lc, a in zip(lightcurves, analysed.lightcurves, strict=True)]
-    return CpuResult(parsed, tables, len(raw), t1 - t0, time.perf_counter() - t1, analysed.properties)
+    bins = _Binner(job.histograms, job.target.mag) if job.histograms is not None else None
+    pairs = zip(lightcurves, analysed.lightcurves, strict=True)
+    return [_Reduced.of(lc, a, bins) for lc, a in pairs], analysed.properties
+
+
+def _raw_image(job: CpuJob, raw: pd.DataFrame) -> bytes:
+    tables: Tables = {paths.raw_key(job.target.name): (as_records(raw), job.raw_attrs)}
+    return build_h5_image(tables, job.compression)
+
+
+def _reduced_image(job: CpuJob, reduced: Sequence[_Reduced]) -> bytes | None:
+    if not reduced:
+        return None
+    total = len(reduced)
+    tables: Tables = {
+        paths.reduction_key(job.target.name, number, total): (
+            r.records,
+            {**r.table.meta, "filter": r.table.filter},
+        )
+        for number, r in enumerate(reduced, start=1)
+    }
+    return build_h5_image(tables, job.compression)
 
 
 def _read_raw(job: CpuJob) -> pd.DataFrame:

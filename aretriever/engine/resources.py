@@ -57,7 +57,9 @@ async def open_stores(
     stack.push_async_callback(db.dispose)
     await migrate(db)
     sessions = session_factory(db)
-    files = await stack.enter_async_context(FileWriter(fsync=cfg.store.fsync))
+    files = await stack.enter_async_context(
+        FileWriter(fsync=cfg.store.fsync, compression=cfg.store.compression)
+    )
     rows = await stack.enter_async_context(
         RowWriter(sessions, batch_rows=cfg.store.db_batch_rows, batch_ms=cfg.store.db_batch_ms)
     )

@@ -19,6 +19,8 @@ from aretriever.engine.pool import CpuJob, run_job
 from aretriever.errors import MalformedResponse, PermanentFetchError
 from aretriever.http import Lane
 from aretriever.settings import TessConfig
+from aretriever.store import paths
+from aretriever.store.hdf5 import read_image
 from aretriever.testing.fake_archive import DATA_DIR, FakeArchive
 from aretriever.testing.mast_replay import (
     ALERT_FILE,
@@ -117,10 +119,11 @@ async def test_fetch_parse_reduce_one_target(archive: FakeArchive, cfg: TessConf
     # through the pool's entry point, after a pickle round trip as to a worker process
     job = pickle.loads(pickle.dumps(CpuJob(adapter, SOMEWHERE, fetched)))
     result = run_job(job)
-    assert result.raw is not None and len(result.raw) == 20076
+    assert result.raw_image is not None and result.num_raw_rows == 20076
     (lc,) = result.lightcurves
-    assert len(lc.records) == _kept(ALERT)
-    assert not np.isnan(lc.records["mjd"]).any()
+    assert result.reduced_image is not None and lc.num_rows == _kept(ALERT)
+    table, _ = read_image(result.reduced_image, paths.reduction_key(SOMEWHERE.name, 1, 1))
+    assert len(table) == lc.num_rows and not np.isnan(table["mjd"]).any()
     assert lc.meta["sector"] == 1 and lc.filter == "tess"
     assert not _bytes_exist(path)
     assert lane.stats.retries == 0

@@ -104,6 +104,23 @@ async def test_file_writer_survives_a_failed_job(tmp_path: Path, ztf: pd.DataFra
     assert files.written == 1
 
 
+async def test_file_writer_writes_images_as_they_are_and_compresses_as_configured(
+    tmp_path: Path, ztf: pd.DataFrame
+) -> None:
+    image = hdf5.build_h5_image({"k": (ztf, {"n": 1})}, "lzf")
+    async with FileWriter(compression="none") as files:
+        assert await files.write_image(tmp_path / "a" / "image.h5", image) == len(image)
+        await files.write(tmp_path / "built.h5", {"k": (ztf, {})})
+        with pytest.raises(WriteError, match=r"blocked\.h5"):
+            (tmp_path / "blocked.h5").mkdir()  # a folder where the file should go
+            await files.write_image(tmp_path / "blocked.h5", image)
+    assert (tmp_path / "a" / "image.h5").read_bytes() == image
+    assert files.written == 2 and files.bytes_written == len(image) + (tmp_path / "built.h5").stat().st_size
+    with h5py.File(tmp_path / "built.h5") as h5:
+        assert h5["k"].compression is None
+    assert _names(tmp_path) == ["a", "blocked.h5", "built.h5"]  # no temporary left behind
+
+
 async def test_file_writer_drains_on_exit_and_refuses_later_writes(tmp_path: Path, ztf: pd.DataFrame) -> None:
     async with FileWriter() as files:
         pending = [

@@ -14,6 +14,7 @@ from aretriever.adapters.base import Target
 from aretriever.engine.histogram_file import HistogramFile, lightcurve_digest
 from aretriever.engine.histogram_io import histogram_path, load_histograms, load_with_ledger, save_histograms
 from aretriever.engine.pool import ReducedTable
+from aretriever.engine.score_bins import bin_scores
 from aretriever.errors import ConfigError
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import HistogramConfig
@@ -22,20 +23,33 @@ POINTS = 37
 DTYPE = [("snr", "f8"), ("dmag", "f8"), ("offset", "f8"), ("flagged", "?"), ("exptime", "f8")]
 
 
-def table(seed: int, filter: str = "zg", start: float = 58000.0, points: int = POINTS) -> ReducedTable:
+MAG = 17.3
+
+
+def points(seed: int, n: int = POINTS) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    records = np.zeros(points, dtype=DTYPE)
-    records["snr"] = rng.normal(0, 3, points)
-    records["dmag"] = rng.normal(0, 0.2, points)
-    records["offset"] = rng.normal(0, 1, points)
-    records["flagged"] = rng.random(points) < 0.2
-    records["exptime"] = rng.choice([30.0, 45.0], points)
-    return ReducedTable(records, filter, start, start + 100.0)
+    records = np.zeros(n, dtype=DTYPE)
+    records["snr"] = rng.normal(0, 3, n)
+    records["dmag"] = rng.normal(0, 0.2, n)
+    records["offset"] = rng.normal(0, 1, n)
+    records["flagged"] = rng.random(n) < 0.2
+    records["exptime"] = rng.choice([30.0, 45.0], n)
+    return records
+
+
+def table(seed: int, filter: str = "zg", start: float = 58000.0) -> ReducedTable:
+    """An analysed lightcurve as the pool sends it back: its scores binned by the worker."""
+    binned = bin_scores(ScoreHistograms(HistogramConfig()), points(seed), {}, MAG, filter)
+    return ReducedTable(POINTS, filter, start, start + 100.0, binned=binned)
+
+
+def seed_of(name: str, i: int) -> int:
+    return hash((name, i)) % 2**32
 
 
 def source(name: str, n: int = 2) -> tuple[Target, list[ReducedTable]]:
-    tables = [table(hash((name, i)) % 2**32, filter=("zg", "zr")[i % 2], start=58000.0 + i) for i in range(n)]
-    return Target(name, 10.0, 20.0, mag=17.3), tables
+    tables = [table(seed_of(name, i), filter=("zg", "zr")[i % 2], start=58000.0 + i) for i in range(n)]
+    return Target(name, 10.0, 20.0, mag=MAG), tables
 
 
 def add(hf: HistogramFile, target: Target, tables: list[ReducedTable], observatory: str = "ztf") -> None:
@@ -105,11 +119,12 @@ def test_two_runs_holding_the_same_lightcurve_count_it_once(tmp_path: Path) -> N
 def test_counts_equal_those_of_add_and_a_file_without_ledger_is_read(tmp_path: Path) -> None:
     target, tables = source("S1", n=3)
     direct = ScoreHistograms()
-    for t in tables:
+    for i, t in enumerate(tables):
+        records = points(seed_of("S1", i))  # the points the worker binned
         direct.add(
-            pd.DataFrame({c: t.records[c] for c in ("snr", "dmag", "offset", "flagged")}),
+            pd.DataFrame({c: records[c] for c in ("snr", "dmag", "offset", "flagged")}),
             target.mag,
-            t.records["exptime"],
+            records["exptime"],
             t.filter,
         )
     save_histograms(histogram_path(tmp_path), direct)  # an older file: counts, no ledger
@@ -117,6 +132,14 @@ def test_counts_equal_those_of_add_and_a_file_without_ledger_is_read(tmp_path: P
     add(hf, target, tables)
     anyio.run(hf.save)
     assert stored(tmp_path) == direct + direct
+
+
+def test_a_table_the_worker_did_not_bin_is_not_counted(tmp_path: Path) -> None:
+    target, tables = source("S1")
+    hf = HistogramFile(tmp_path, HistogramConfig())
+    add(hf, target, [ReducedTable(POINTS, "zg", 58000.0, 58100.0), *tables[1:]])  # not analysed
+    anyio.run(hf.save)
+    assert stored(tmp_path).n_points() == POINTS
 
 
 def test_digest_separates_hostile_names_and_is_stable() -> None:

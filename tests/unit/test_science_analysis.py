@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from aretriever.adapters.base import Fetched, ReducedLightcurve, Target
@@ -18,6 +17,8 @@ from aretriever.errors import ConfigError
 from aretriever.science.analysis import Analysis, analysis_for, efficiency_table
 from aretriever.science.plugins import load_class
 from aretriever.settings import AnalysisConfig, SimulatorConfig, TessReducerConfig, ZtfConfig
+from aretriever.store import paths
+from aretriever.store.hdf5 import read_image
 from aretriever.store.models import Lightcurve
 from aretriever.testing.fake_archive import DATA_DIR, FakeArchive, Faults
 
@@ -46,9 +47,13 @@ def test_a_job_analyses_every_lightcurve_it_reduces(ztf_body: bytes) -> None:
     result = run_job(CpuJob(adapter, STAR, fetched, analysis=AnalysisConfig()))
     assert plain.properties is None and result.properties is not None
     assert len(result.lightcurves) == len(plain.lightcurves) > 1
-    for before, after in zip(plain.lightcurves, result.lightcurves, strict=True):
-        raw = pd.DataFrame(before.records)
-        table = pd.DataFrame(after.records)
+    total = len(result.lightcurves)
+    for number, after in enumerate(result.lightcurves, start=1):
+        key = paths.reduction_key(STAR.name, number, total)
+        assert plain.reduced_image is not None and result.reduced_image is not None
+        raw, _ = read_image(plain.reduced_image, key)  # the files the pool built
+        table, meta = read_image(result.reduced_image, key)
+        assert meta["filter"] == after.filter and after.num_rows == len(table)
         assert len(table) == len(raw)
         np.testing.assert_array_equal(table["mjd"], raw["mjd"])  # same points, scores added
         flagged = table["flagged"].to_numpy()
