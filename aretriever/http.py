@@ -28,6 +28,7 @@ from aretriever.errors import (
     RetryAfterTooLong,
     TransientFetchError,
 )
+from aretriever.hedge import HedgePolicy, Hedger
 from aretriever.retry import RetryPolicy, parse_retry_after, retrying
 from aretriever.settings import LaneConfig
 
@@ -67,11 +68,12 @@ class Attempts:
 class LaneStats:
     """What a lane did; read by the run summary and the metrics endpoint."""
 
-    requests: int = 0
+    requests: int = 0  # hedges included: each one cost the archive a request
     retries: int = 0
     bytes_in: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    hedged: int = 0  # requests sent a second time because their answer was late (aretriever.hedge)
 
 
 def make_limiter(rate_per_s: float) -> AsyncLimiter:
@@ -80,6 +82,14 @@ def make_limiter(rate_per_s: float) -> AsyncLimiter:
     # one request: capacity 1 refilled over 1/rate seconds.
     capacity = max(1.0, rate_per_s)
     return AsyncLimiter(capacity, capacity / rate_per_s)
+
+
+def hedgeable(request: Request) -> bool:
+    """Whether ``request`` may be sent twice at once: a read whose answer is kept in memory.
+
+    A streamed download is never hedged: both answers would be written to the one scratch path.
+    """
+    return request.stream_to is None and request.method.upper() in ("GET", "HEAD")
 
 
 def error_for_status(
@@ -119,6 +129,7 @@ class Lane:
         rng: random.Random | None = None,
         limiter: AsyncLimiter | None = None,
         scratch_dir: str | None = None,
+        hedger: Hedger | None = None,
     ) -> None:
         self.name = name
         self.scratch_dir = scratch_dir
@@ -132,6 +143,7 @@ class Lane:
         self._policy = RetryPolicy(
             cfg.max_attempts, cfg.backoff_base_s, cfg.backoff_max_s, cfg.max_retry_after_s
         )
+        self.hedger = hedger or Hedger(HedgePolicy(cfg.hedge_after_p95, cfg.hedge_min_answers))
 
     async def sleep(self, seconds: float) -> None:
         """Wait (archive polling); injectable so tests do not really wait."""
@@ -173,11 +185,32 @@ class Lane:
             wait,
         )
 
+    def expect_work(self) -> None:
+        """A run starts: sources may still come, so late requests are not hedged yet."""
+        self.hedger.expect_work()
+
+    def work_drained(self) -> None:
+        """No new source waits for this lane: a late request may be hedged (:mod:`aretriever.hedge`)."""
+        self.hedger.work_drained()
+
     async def _send_once(self, request: Request) -> Response:
         # The limiter spaces request starts only; it is not held while waiting for the answer, since
         # max_concurrency (fetcher tasks, connector limit) already bounds requests in flight.
         async with self._limiter:
             self.stats.requests += 1
+        if not hedgeable(request):
+            return await self._exchange_mapped(request)
+        return await self.hedger.race(lambda: self._exchange_mapped(request), lambda: self._hedge(request))
+
+    async def _hedge(self, request: Request) -> Response:
+        # The same limiter as every request: hedges never push the lane over its rate.
+        async with self._limiter:
+            self.stats.requests += 1
+            self.stats.hedged += 1
+        log.debug("%s: hedging a late request (%s)", self.name, request.display_url())
+        return await self._exchange_mapped(request)
+
+    async def _exchange_mapped(self, request: Request) -> Response:
         try:
             return await self._exchange(request)
         except FetchError as exc:

@@ -86,6 +86,21 @@ class LaneConfig(Part):
         description="largest answer read (memory or streamed file); a larger one fails the source",
         json_schema_extra=OPERATIONAL,
     )
+    hedge_after_p95: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "once no new source waits for the lane, send a request again when its answer is later than"
+            " this many times the lane's p95 answer time; the first answer wins (0: never)"
+        ),
+        json_schema_extra=OPERATIONAL,
+    )
+    hedge_min_answers: int = Field(
+        20,
+        ge=1,
+        description="answers the lane must have seen before its p95 is trusted for hedging",
+        json_schema_extra=OPERATIONAL,
+    )
     credentials: Credentials | None = Field(
         None, description="only for non-public data; from config or environment"
     )

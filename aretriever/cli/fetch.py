@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Protocol
 
 from aretriever.catalogs.core import Catalog, GeneratedCatalog, SearchableCatalog, open_catalog
 from aretriever.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
@@ -92,6 +93,24 @@ def _size_hint(catalog: Catalog | None, start: int, stop: int | None) -> int | N
     return None
 
 
+class _Bar(Protocol):
+    def update(self, n: int = 1) -> bool | None: ...
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> bool | None:
+        return None
+
+
+def _progress_bar(total: int | None, show: bool) -> AbstractContextManager[_Bar]:
+    """tqdm's bar on a terminal; else a no-op, so tqdm's import is not paid before the first request."""
+    if not show:
+        return contextlib.nullcontext(_NoBar())
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="src", smoothing=0.05)
+
+
 async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Namespace) -> RunSummary:
     """Run the engine with a progress bar and signal handling (``--tic``: those stars only)."""
     total = len(args.tic) if args.tic else _size_hint(catalog, args.start, args.stop)
@@ -99,9 +118,7 @@ async def run_backfill(cfg: Config, catalog: Catalog | None, args: argparse.Name
     lanes = len(cfg.project.obs_names)
     # A bar redrawn into a log file or CI output is noise; only a terminal gets one.
     show = not args.quiet and sys.stderr.isatty()
-    with tqdm(
-        total=None if total is None else total * lanes, disable=not show, unit="src", smoothing=0.05
-    ) as bar:
+    with _progress_bar(None if total is None else total * lanes, show) as bar:
 
         def on_result(result: SourceResult) -> None:
             bar.update(1)

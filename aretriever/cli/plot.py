@@ -21,7 +21,6 @@ import pandas as pd
 
 from aretriever.cli.exits import EXIT_OK, exit_code
 from aretriever.cli.options import add_config_options, config_from_args
-from aretriever.plotting import NoLightcurvesError, detection_mapping, plot_source, save_png
 from aretriever.settings import Config
 from aretriever.store import db, paths, queries
 from aretriever.store.locations import data_root_of, db_url_of
@@ -30,6 +29,8 @@ from aretriever.store.queries import Sessions
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from aretriever.plotting import NoLightcurvesError
 
 # --------------------------------------------------------------------------------------------
 # reading a source from the store
@@ -63,10 +64,14 @@ def _newest_product_set(lcs: list[Lightcurve]) -> list[Lightcurve]:
 
 
 async def _detections(session: AsyncSession, lcs: list[Lightcurve]) -> list[dict[str, Any]]:
+    from aretriever.plotting import detection_mapping  # matplotlib: only for commands that plot
+
     return [dict(detection_mapping(d)) for d in await queries.detections_of(session, lcs)]
 
 
 def _no_lightcurves(name: str, project: str | None, observatory: str | None, why: str) -> NoLightcurvesError:
+    from aretriever.plotting import NoLightcurvesError
+
     where = f"project {project!r}" if project is not None else "any project"
     if observatory is not None:
         where += f", observatory {observatory!r}"
@@ -164,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{paths.safe_name(args.source)}.png")
 
     def body() -> int:
+        from aretriever.plotting import plot_source, save_png
+
         cfg = load(args)
         inputs = asyncio.run(read_source(cfg, args.source, args.observatory))
         save_png(plot_source(inputs.lightcurves, inputs.detections, inputs.title()), out, dpi=args.dpi)

@@ -45,7 +45,12 @@ class LaneState:
 def snapshot(stats: LaneStats) -> LaneStats:
     """A copy of ``stats``: the lane keeps counting into the original."""
     return LaneStats(
-        stats.requests, stats.retries, stats.bytes_in, Counter(stats.statuses), Counter(stats.errors)
+        requests=stats.requests,
+        retries=stats.retries,
+        bytes_in=stats.bytes_in,
+        statuses=Counter(stats.statuses),
+        errors=Counter(stats.errors),
+        hedged=stats.hedged,
     )
 
 
@@ -65,6 +70,7 @@ def count_run(summary: RunSummary, lanes: Mapping[str, LaneRuntime], before: Map
         lane_summary, now, then = summary.lane(name), lane.http.stats, before[name]
         lane_summary.requests = now.requests - then.requests
         lane_summary.retries = now.retries - then.retries
+        lane_summary.hedged = now.hedged - then.hedged
         lane_summary.statuses = dict(now.statuses - then.statuses)
 
 
@@ -86,13 +92,21 @@ class LaneParts:
     histograms: HistogramFile | None
 
 
+def connection_limit(cfg: LaneConfig) -> int:
+    """Sockets of the lane's pool: one per fetcher, so a fetcher never waits on a socket...
+
+    ...and with hedging on, one more per fetcher: a hedge must not queue for a socket behind the
+    late request it is racing (at most one hedge per request, so this still bounds them).
+    """
+    return cfg.max_concurrency * (2 if cfg.hedge_after_p95 > 0 else 1)
+
+
 async def open_lane(
     stack: AsyncExitStack, cfg: Config, name: str, adapter: Adapter, rate_per_s: float, parts: LaneParts
 ) -> LaneRuntime:
     """Lane ``name``: its HTTP session (closed by ``stack``), rate limiter and pipeline."""
     lane_cfg: LaneConfig = cfg.observatories.section(name)
-    # the connector's pool bounds sockets to the fetchers' count: a fetcher never waits on a socket
-    connector = aiohttp.TCPConnector(limit=lane_cfg.max_concurrency)
+    connector = aiohttp.TCPConnector(limit=connection_limit(lane_cfg))
     session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
     scratch = str(fresh_scratch(parts.stores.data_root, name))
     http = Lane(name, lane_cfg, session, limiter=make_limiter(rate_per_s), scratch_dir=scratch)

@@ -64,6 +64,7 @@ def start_lanes(
         batch_send, batch_recv = anyio.create_memory_object_stream[list[Target]](BATCHES_IN_FLIGHT)
         work_send, work_recv = anyio.create_memory_object_stream[Decision](queue_size)
         lane.queue = work_send  # kept for metrics: its buffer is the lane's queue length
+        lane.http.expect_work()
         batch_senders.append(batch_send)
         tg.start_soon(check_skips, lane, batch_recv, work_send, check, stopping, name=f"skip-check:{name}")
         # each fetcher holds a clone; the original closes here, so the stream ends with the last fetcher
@@ -139,10 +140,22 @@ async def fetch(
     """Take the next decision as soon as the last one is done: no batch barrier."""
     async with work:
         async for decision in work:
+            if drained(work):
+                lane.http.work_drained()
             result = await lane.pipeline.handle(decision)
             await record(result)
             if stopping.is_set():
                 return
+    lane.http.work_drained()
+
+
+def drained(work: MemoryObjectReceiveStream[Decision]) -> bool:
+    """No decision waits and none will come: the skip checker closed the stream and it is empty.
+
+    From then on the lane has rate to spare, so its late requests may be hedged (aretriever.hedge).
+    """
+    stats = work.statistics()
+    return stats.open_send_streams == 0 and stats.current_buffer_used == 0
 
 
 async def record_bad_rows(bad: list[BadRow], *, summary: RunSummary, rows: RowWriter) -> None:

@@ -28,8 +28,9 @@ class LaneSummary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
-    requests: int = 0
+    requests: int = 0  # hedges included
     retries: int = 0
+    hedged: int = 0  # late requests sent a second time (aretriever.hedge); not retries
     statuses: dict[int, int] = field(default_factory=dict)
 
     def add(self, outcome: Outcome, reason: str | None = None) -> None:
@@ -83,6 +84,7 @@ class RunSummary:
                     "failures": dict(lane.failures),
                     "requests": lane.requests,
                     "retries": lane.retries,
+                    "hedged": lane.hedged,
                     "http_statuses": {str(k): v for k, v in sorted(lane.statuses.items())},
                 }
                 for name, lane in self.lanes.items()
@@ -91,10 +93,10 @@ class RunSummary:
 
     def format_table(self) -> str:
         """A plain-text table for the terminal."""
-        cols = [o.value for o in Outcome] + ["requests", "retries"]
+        cols = [o.value for o in Outcome] + ["requests", "retries", "hedged"]
         lines = ["observatory " + " ".join(f"{c:>9}" for c in cols)]
         for name, lane in self.lanes.items():
-            values = [lane.outcomes[o.value] for o in Outcome] + [lane.requests, lane.retries]
+            values = [lane.outcomes[o.value] for o in Outcome] + [lane.requests, lane.retries, lane.hedged]
             lines.append(f"{name:<11} " + " ".join(f"{v:>9}" for v in values))
             lines.extend(f"  failed ({reason}): {n}" for reason, n in lane.failures.most_common())
         lines.extend(f"bad catalog rows ({reason}): {n}" for reason, n in self.bad_rows.most_common())

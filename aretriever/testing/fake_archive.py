@@ -5,6 +5,8 @@ answered from a small route table (path -> handler); before the handler runs, a 
 ``random.Random`` seeded from :attr:`Faults.seed` and the request's serial number decides its
 fate: base latency or a slow tail, a 503, a 429 with ``Retry-After``, a request that is never
 answered, or a body cut short. Scripted answers (:meth:`FakeArchive.script`) are served first.
+A held request (:meth:`FakeArchive.hold`) waits, before any of that, until the test releases it,
+so tests can order answers without timing them.
 
 The ZTF route answers ``/cgi-bin/ZTF/nph_light_curves`` with the recorded IRSA rows in
 ``data/ZTF_lightcurve.csv`` moved onto the requested position (see :mod:`.ztf_replay`). The MAST
@@ -71,6 +73,18 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """One request held by the fake archive until :meth:`release`; :attr:`arrived` is set when it comes."""
+
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        """Let the held request be answered (as it would have been)."""
+        self.released.set()
+
+
 Handler = Callable[[web.Request], Awaitable[Answer]]
 Recorded = tuple[str, dict[str, str], int]  # (path, query, status served; 0 = never answered)
 ScriptedResponse = tuple[int, bytes | str, dict[str, str]]
@@ -111,6 +125,7 @@ class FakeArchive:
         vizier_replay.install(self, data)
         tap_replay.install(self, data)
         self._scripts: dict[str, deque[Answer]] = {}
+        self._gates: dict[str, deque[Gate]] = {}
         self._log: deque[Recorded] = deque(maxlen=max_recorded)
         self._counts: Counter[str] = Counter()
         self._serial = 0
@@ -167,6 +182,12 @@ class FakeArchive:
             data = body.encode() if isinstance(body, str) else body
             queue.append(Answer(status, data, dict(headers)))
 
+    def hold(self, path: str) -> Gate:
+        """Hold the next request for ``path`` (after those already held) until the gate is released."""
+        gate = Gate()
+        self._gates.setdefault(path, deque()).append(gate)
+        return gate
+
     @property
     def requests(self) -> list[Recorded]:
         """The requests received so far: (path, query, status served; 0 = never answered)."""
@@ -184,6 +205,7 @@ class FakeArchive:
     # ---------------------------------------------------------------- serving
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        await self._pass_gate(request.path)
         scripted = self._next_scripted(request.path)
         rng = random.Random(self.faults.seed * 1_000_003 + self._serial)
         self._serial += 1
@@ -221,6 +243,20 @@ class FakeArchive:
     def _next_scripted(self, path: str) -> Answer | None:
         queue = self._scripts.get(path)
         return queue.popleft() if queue else None
+
+    async def _pass_gate(self, path: str) -> None:
+        gates = self._gates.get(path)
+        if not gates:
+            return
+        gate = gates.popleft()
+        gate.arrived.set()
+        # A client that gives up cancels this wait (handler_cancellation); closing the server ends it too.
+        waits = [asyncio.ensure_future(gate.released.wait()), asyncio.ensure_future(self._closing.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _record(self, request: web.Request, status: int) -> None:
         self._log.append((request.path, dict(request.query), status))

@@ -361,7 +361,8 @@ def test_flat_analysis_key_owned_by_nobody_is_unknown() -> None:
 
 ZTF_KEYS = (
     "backoff_base_s, backoff_max_s, bad_catflags_mask, base_url, collection, "
-    "cone_search_radius_arcsec, credentials, limiting_magnitude, max_attempts, max_body_bytes, "
+    "cone_search_radius_arcsec, credentials, hedge_after_p95, hedge_min_answers, limiting_magnitude, "
+    "max_attempts, max_body_bytes, "
     "max_concurrency, max_retry_after_s, minimal_declination_deg, rate_per_s, reducer, timeout_s"
 )
 
