@@ -2,37 +2,139 @@
 
 - archive-bound: N sources, 400 ms answers with a 5 % tail of 4 s, concurrency 32, 20 requests/s:
   the rate limit binds, so the ideal is N / rate for the whole command, start-up included.
-- cpu-bound: M sources, no latency, no rate limit; sources/s over the single-core ceiling
-  1 / (parse + reduce + analyze + raw write + reduced write + row cost), each measured alone in
-  this run (the analysis as configured by default: quality cuts, scores, statistics, finder).
-- resume: the same M-source command again: archive requests (ideal 0) and time as a fraction of
-  the first run (target <= 5 %).
-- memory: peak RSS of the CLI process at M/10 and at M sources (target ratio <= 1.2).
+- single-core cost: each stage of one source measured alone in this process (``bench_stages``);
+  its inverse is the single-core ceiling.
+- cpu-bound: M sources (project ``bench``, version control on), no latency, no rate limit:
+  sources/s, and its ratio to the single-core ceiling.
+- disk: raw + reduced bytes per source on DATA_ROOT over the archive's answer bytes per source.
+- resume: the same M-source command again: archive requests (must be 0) and time as a fraction
+  of the first run.
+- re-analysis: the same command with another finder threshold (a new cfg hash): every source is
+  reduced and analysed again from its raw file; sources/s, archive requests (must be 0).
+- memory: peak RSS of the CLI process at M/10 and at M sources.
+
+Every figure is measured ``--repeat`` times, the 1-minute load average noted before each run,
+and summed up as min / median / max beside its target.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_stages, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+PROJECT = ("--project", "bench", "--set", "project.version_control=true")
+# changes the analysis, hence the cfg hash: a new product folder, raw data read back from disk
+REANALYSIS = ("--set", "analysis.finder.snr_threshold=4.5")
+FAST = ("--set", "observatories.ztf.rate_per_s=1000000", "--set", "observatories.ztf.max_concurrency=32")
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target a figure is compared with: ``>= 1.5``, ``<= 300``, ``== 0``."""
+
+    op: str
+    bound: float
+
+    def met(self, value: float) -> bool:
+        checks: dict[str, Callable[[float, float], bool]] = {
+            ">=": float.__ge__,
+            "<=": float.__le__,
+            "==": float.__eq__,
+        }
+        return checks[self.op](float(value), float(self.bound))
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.bound:g}"
+
+
+@dataclass
+class Figure:
+    """One figure over the repeats, with the load average before each of its runs."""
+
+    name: str
+    unit: str
+    goal: Goal | None = None
+    values: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+
+
+class Figures:
+    """Figures in the order they were first recorded; each record is printed as it comes."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, Figure] = {}
+
+    def record(
+        self, name: str, value: float, unit: str, load: float, goal: Goal | None = None, beside: str = ""
+    ) -> None:
+        """Keep ``value`` and print it; ``beside``: its ideal or what to read it against."""
+        figure = self.figures.setdefault(name, Figure(name, unit, goal))
+        figure.values.append(value)
+        figure.loads.append(load)
+        print(format_record(figure, value, beside, load), flush=True)
+
+    def summary(self) -> list[str]:
+        return [format_summary(f) for f in self.figures.values()]
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
+
+
+def _verdict(goal: Goal | None, value: float) -> str:
+    if goal is None:
+        return ""
+    return f"target {goal} {'met' if goal.met(value) else 'NOT met'}"
+
+
+def format_record(figure: Figure, value: float, beside: str, load: float) -> str:
+    return (
+        f"  {figure.name:<48} {_num(value):>9} {figure.unit:<6} {beside:<26}"
+        f" {_verdict(figure.goal, value):<24} load {load:.2f}"
+    )
+
+
+def format_summary(figure: Figure) -> str:
+    """min / median / max, the target judged on the median, and the loads seen."""
+    v, loads = figure.values, figure.loads
+    spread = f"{_num(min(v))} / {_num(statistics.median(v))} / {_num(max(v))}"
+    load = f"load {min(loads):.1f}-{max(loads):.1f}"
+    return (
+        f"  {figure.name:<48} {spread:>22} {figure.unit:<6}"
+        f" {_verdict(figure.goal, statistics.median(v)):<24} {load} (n={len(v)})"
+    )
 
 
 @dataclass
 class Run:
     elapsed_s: float
-    max_rss_mb: float
-    summary: dict  # type: ignore[type-arg]
+    max_rss_mib: float
+    load: float  # 1-minute load average just before the run
+    summary: dict[str, Any]
+
+    @property
+    def ztf(self) -> dict[str, Any]:
+        lane: dict[str, Any] = self.summary["observatories"]["ztf"]
+        return lane
 
 
 class FakeArchiveProcess:
@@ -57,24 +159,28 @@ class FakeArchiveProcess:
 
 def run_cli(url: str, work: Path, size: int, *extra: str) -> Run:
     summary = work / f"summary-{time.monotonic_ns()}.json"
+    log = work / f"cli-{time.monotonic_ns()}.log"
     argv = [
-        PY, "-m", "aretriever.fetch", "--quiet", "--catalog", "test",
+        PY, "-m", "aretriever.fetch", "--quiet", "--no-config", "--catalog", "test",
         "--data-root", str(work / "data"),
         "--summary-json", str(summary),
         "--set", f"catalog.test_size={size}",
         "--set", f"observatories.ztf.base_url={url}",
         *extra,
     ]  # fmt: skip
+    load = load_average()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv)
-    peak_kb = 0
-    while proc.poll() is None:  # the CLI process's own high-water mark (pool workers aside)
-        peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
-        time.sleep(0.2)
+    with log.open("wb") as out:  # the summary table would interleave with the figures
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        peak_kb = 0
+        while proc.poll() is None:  # the CLI process's own high-water mark (pool workers aside)
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+            time.sleep(0.2)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"CLI exited {proc.returncode}")
-    return Run(elapsed, peak_kb / 1024, json.loads(summary.read_text()))
+        sys.stderr.write(log.read_text(errors="replace"))
+        raise SystemExit(f"CLI exited {proc.returncode}: {' '.join(argv)}")
+    return Run(elapsed, peak_kb / 1024, load, json.loads(summary.read_text()))
 
 
 def _vm_hwm_kb(pid: int) -> int:
@@ -87,12 +193,7 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def line(name: str, value: str, ideal: str, ratio: float | None = None, target: str = "") -> None:
-    tail = f"  ratio {ratio:.2f}" if ratio is not None else ""
-    print(f"{name:<38} {value:>16}   ideal {ideal:<14}{tail}  {target}", flush=True)
-
-
-def archive_bound(n: int, rate: float) -> None:
+def archive_bound(figures: Figures, n: int, rate: float) -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         FakeArchiveProcess("--latency-ms", "400", "--slow-fraction", "0.05", "--slow-ms", "4000") as url,
@@ -103,152 +204,163 @@ def archive_bound(n: int, rate: float) -> None:
             "--set", f"observatories.ztf.rate_per_s={rate}",
         )  # fmt: skip
     ideal = n / rate
-    line(
-        f"archive-bound ({n} sources, {rate:g}/s)",
-        f"{run.elapsed_s:.1f} s",
-        f"{ideal:.1f} s",
-        ideal / run.elapsed_s,
-        "target >= 0.95",
+    name = f"archive-bound ({n} sources, {rate:g}/s)"
+    figures.record(name, run.elapsed_s, "s", run.load, None, f"ideal {ideal:.1f} s")
+    figures.record(f"{name}: ideal / time", ideal / run.elapsed_s, "", run.load, Goal(">=", 0.95))
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    fetch_s: float  # single-core seconds per fetched source
+    reread_s: float  # single-core seconds per source analysed again from disk
+
+
+def single_core(figures: Figures, n: int) -> Ceilings:
+    import bench_stages
+
+    load = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx, sources = bench_stages.make_sources(Path(tmp), n)
+        fetch = bench_stages.fetch_costs(ctx, sources)
+        check = bench_stages.writer_check_cost(ctx, sources)
+        reread = bench_stages.reread_costs(ctx, sources)
+    for label, costs in (("fetched source", fetch), ("re-analysis", reread)):
+        for stage, cost in costs.items():
+            figures.record(f"single-core {label}: {stage}", cost * 1000, "ms", load)
+        figures.record(f"single-core {label}: total", sum(costs.values()) * 1000, "ms", load)
+    written = fetch["raw image"] + fetch["reduced image"] + fetch["write bytes"]
+    # the images + write bytes stand for today's writer: this shows how well
+    figures.record(
+        "check: write_h5 of both files (today)",
+        check * 1000,
+        "ms",
+        load,
+        None,
+        f"images + write {written * 1000:.1f} ms",
+    )
+    return Ceilings(sum(fetch.values()), sum(reread.values()))
+
+
+def payload_bytes(m: int) -> int:
+    """The archive's answer bytes for the M-source test catalog, as the fake archive serves them."""
+    from aretriever.adapters.ztf import build_lightcurve_request, no_data_reason
+    from aretriever.catalogs.core import chunk_to_targets, open_local
+    from aretriever.settings import CatalogConfig, ZtfConfig
+    from aretriever.testing.fake_archive import DATA_DIR, ztf_lightcurves
+    from aretriever.testing.ztf_replay import ZtfReplay
+
+    replay, cfg, catalog_cfg = ZtfReplay.load(DATA_DIR), ZtfConfig(), CatalogConfig(test_size=m)
+    catalog = open_local("test", catalog_cfg)
+    assert catalog is not None
+    total = 0
+    for chunk in catalog.iter_chunks():
+        targets, _ = chunk_to_targets(chunk, catalog_cfg.columns)
+        for target in targets:
+            if no_data_reason(target, cfg) is None:
+                request = build_lightcurve_request(target, cfg)
+                total += len(ztf_lightcurves(replay, dict(request.params)).body)
+    return total
+
+
+def disk_bytes(data_root: Path) -> tuple[int, int]:
+    """(raw bytes, reduced bytes) of the data files: score histograms and the database aside."""
+    raw = sum(p.stat().st_size for p in (data_root / "ZTF").glob("RA*/*.h5"))
+    reduced = sum(p.stat().st_size for p in data_root.glob("BENCH_*/RA*/*_reduced.h5"))
+    return raw, reduced
+
+
+def cpu_runs(figures: Figures, m: int, ceilings: Ceilings, payload: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, FakeArchiveProcess() as url:
+        work = Path(tmp)
+        first = run_cli(url, work, m, *FAST, *PROJECT)
+        cpu_bound(figures, m, first, ceilings)
+        disk(figures, work / "data", m, payload, first.load)
+        resume(figures, run_cli(url, work, m, *FAST, *PROJECT), first)
+        reanalysis(figures, m, run_cli(url, work, m, *FAST, *PROJECT, *REANALYSIS), ceilings)
+        small_root = work / "small"
+        small_root.mkdir()
+        memory(figures, m, run_cli(url, small_root, m // 10, *FAST, *PROJECT), first)
+
+
+def cpu_bound(figures: Figures, m: int, first: Run, ceilings: Ceilings) -> None:
+    rate, ceiling = m / first.elapsed_s, 1 / ceilings.fetch_s
+    name = f"cpu-bound ({m} sources)"
+    figures.record(name, rate, "src/s", first.load, Goal(">=", 100), f"ideal {ceiling:.1f} on 1 core")
+    figures.record(f"{name} / single-core ceiling", rate / ceiling, "", first.load, Goal(">=", 1.5))
+
+
+def disk(figures: Figures, data_root: Path, m: int, payload: int, load: float) -> None:
+    raw, reduced = disk_bytes(data_root)
+    answer = f"archive answer {payload / m / 1024:.0f} KiB"
+    figures.record("disk: raw + reduced per source", (raw + reduced) / m / 1024, "KiB", load, None, answer)
+    figures.record("disk: raw per source", raw / m / 1024, "KiB", load)
+    figures.record("disk / archive payload", (raw + reduced) / payload, "", load, Goal("<=", 1.5))
+
+
+def resume(figures: Figures, again: Run, first: Run) -> None:
+    figures.record("resume: archive requests", again.ztf["requests"], "", again.load, Goal("==", 0))
+    ratio = again.elapsed_s / first.elapsed_s
+    figures.record(
+        "resume: time / first run", ratio, "", again.load, Goal("<=", 0.05), f"took {again.elapsed_s:.1f} s"
     )
 
 
-def single_core_ceiling(n: int = 50) -> dict[str, float]:
-    """Per-source cost of each stage, measured alone, in this process, on the same data."""
-    from aretriever.adapters.base import Fetched, Target
-    from aretriever.adapters.ztf import ZtfAdapter
-    from aretriever.science.analysis import analysis_for
-    from aretriever.settings import AnalysisConfig, ZtfConfig
-    from aretriever.store import paths
-    from aretriever.store.hdf5 import write_h5
-    from aretriever.testing.fake_archive import DATA_DIR
-    from aretriever.testing.ztf_replay import ZtfReplay
-
-    replay, adapter = ZtfReplay.load(DATA_DIR), ZtfAdapter(ZtfConfig())
-    targets = [Target(f"S{i:05d}", (i * 7.3) % 360, 40.0 + i % 10) for i in range(n)]
-    fetched = [Fetched(t, replay.answer(t.ra_deg, t.dec_deg, 32768), "u") for t in targets]
-    costs: dict[str, float] = {}
-
-    def timed(name: str, fn) -> list:  # type: ignore[no-untyped-def,type-arg]
-        t0 = time.perf_counter()
-        out = [fn(i) for i in range(n)]
-        costs[name] = (time.perf_counter() - t0) / n
-        return out
-
-    raws = timed("parse", lambda i: adapter.parse(fetched[i]))
-    lcs = timed("reduce", lambda i: adapter.reduce(raws[i], targets[i]))
-    analysis = analysis_for(AnalysisConfig())
-    timed("analyze", lambda i: analysis.analyze(targets[i], lcs[i]))
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        timed("raw write", lambda i: write_h5(root / f"r{i}.h5", {targets[i].name: (raws[i], {"a": 1})}))
-        timed(
-            "reduced write",
-            lambda i: write_h5(
-                root / f"d{i}.h5",
-                {
-                    paths.reduction_key(targets[i].name, k + 1, len(lcs[i])): (lc.data, dict(lc.meta))
-                    for k, lc in enumerate(lcs[i])
-                },
-            ),
-        )
-        costs["rows"] = asyncio.run(_row_cost(root, targets, lcs))
-    return costs
+def reanalysis(figures: Figures, m: int, run: Run, ceilings: Ceilings) -> None:
+    lane = run.ztf
+    if lane["requests"] or lane["reduced"] != m:
+        # the whole point of re-analysis is to need no archive: a request here is a bug, not noise
+        outcomes = {k: v for k, v in lane.items() if isinstance(v, int)}
+        raise SystemExit(f"re-analysis must reduce all {m} sources with 0 requests; got {outcomes}")
+    ceiling = 1 / ceilings.reread_s
+    rate = m / run.elapsed_s
+    figures.record(
+        f"re-analysis ({m} sources)",
+        rate,
+        "src/s",
+        run.load,
+        Goal(">=", 150),
+        f"ideal {ceiling:.1f} on 1 core",
+    )
+    figures.record("re-analysis: archive requests", lane["requests"], "", run.load, Goal("==", 0))
 
 
-async def _row_cost(root: Path, targets: list, lcs: list) -> float:  # type: ignore[type-arg]
-    from aretriever.store import rows
-    from aretriever.store.db import create_engine, session_factory
-    from aretriever.store.schema import migrate
-    from aretriever.store.writers import RowWriter
-
-    engine = create_engine(f"sqlite+aiosqlite:///{root}/rows.sqlite")
-    await migrate(engine)
-    t0 = time.perf_counter()
-    async with RowWriter(session_factory(engine)) as writer:
-        for t, curves in zip(targets, lcs, strict=True):
-            await writer.put(rows.upsert_sources([rows.source_row(t, "bench")]))
-            await writer.put(rows.upsert_raw([rows.raw_row(t.name, "ztf", "x", num_rows=1, nbytes=1)]))
-            lc_rows = [
-                {
-                    **rows.product_key(t.name, "ztf", "P", ""),
-                    "series_number": k + 1,
-                    "series_total": len(curves),
-                    "simulation_number": 0,
-                    "filename": "y",
-                    "filekey": "k",
-                    "num_rows": len(lc.data),
-                    "nbytes": 1,
-                    "filter": lc.filter,
-                    "time_start_mjd": lc.time_start_mjd,
-                    "time_end_mjd": lc.time_end_mjd,
-                }
-                for k, lc in enumerate(curves)
-            ]
-            await writer.put(rows.upsert_lightcurves(lc_rows))
-        await writer.flush()
-    elapsed = (time.perf_counter() - t0) / len(targets)
-    await engine.dispose()
-    return elapsed
+def memory(figures: Figures, m: int, small: Run, first: Run) -> None:
+    figures.record(f"peak RSS of the CLI at {m // 10} sources", small.max_rss_mib, "MiB", small.load)
+    figures.record(
+        f"peak RSS of the CLI at {m} sources", first.max_rss_mib, "MiB", first.load, Goal("<=", 300)
+    )
+    ratio = first.max_rss_mib / small.max_rss_mib
+    figures.record(f"peak RSS ratio {m} / {m // 10}", ratio, "", first.load, Goal("<=", 1.2))
 
 
-def cpu_bound_and_resume(m: int) -> None:
-    costs = single_core_ceiling()
-    per_source = sum(costs.values())
-    ceiling = 1 / per_source
-    detail = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in costs.items())
-    print(f"single-core cost per source: {per_source * 1000:.1f} ms ({detail})", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, FakeArchiveProcess() as url:
-        work = Path(tmp)
-        fast = (
-            "--set",
-            "observatories.ztf.rate_per_s=1000000",
-            "--set",
-            "observatories.ztf.max_concurrency=32",
-        )
-        first = run_cli(url, work, m, *fast)
-        rate = m / first.elapsed_s
-        line(
-            f"cpu-bound ({m} sources)",
-            f"{rate:.1f} src/s",
-            f"{ceiling:.1f} src/s",
-            rate / ceiling,
-            "target >= 1.2",
-        )
-        again = run_cli(url, work, m, *fast)
-        requests = again.summary["observatories"]["ztf"]["requests"]
-        line("resume: archive requests", f"{requests}", "0", None, "target 0")
-        line(
-            "resume: time / first run",
-            f"{again.elapsed_s:.1f} s",
-            f"<= {0.05 * first.elapsed_s:.1f} s",
-            again.elapsed_s / first.elapsed_s,
-            "target <= 0.05",
-        )
-        small_root = work / "small"
-        small_root.mkdir()
-        small = run_cli(url, small_root, m // 10, *fast)
-        line(
-            f"peak RSS at {m // 10} / {m} sources",
-            f"{small.max_rss_mb:.0f} / {first.max_rss_mb:.0f} MB",
-            "ratio 1.0",
-            first.max_rss_mb / small.max_rss_mb,
-            "target <= 1.2",
-        )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--archive-sources", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--cpu-sources", type=int, default=20000)
+    parser.add_argument("--stage-sources", type=int, default=50, help="sources per single-core stage")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each figure (min/median/max)")
     parser.add_argument("--only", choices=["archive", "cpu"], default=None)
-    args = parser.parse_args()
-    cores = os.cpu_count()
-    print(f"machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}")
-    if args.only in (None, "archive"):
-        archive_bound(args.archive_sources, args.rate)
-    if args.only in (None, "cpu"):
-        cpu_bound_and_resume(args.cpu_sources)
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.cpu_sources < 10:
+        parser.error("--repeat must be >= 1 and --cpu-sources >= 10 (the memory figure runs M/10)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    figures = Figures()
+    payload = payload_bytes(args.cpu_sources) if args.only != "archive" else 0
+    for k in range(1, args.repeat + 1):
+        print(f"run {k}/{args.repeat}: load average {load_average():.2f}", flush=True)
+        if args.only in (None, "archive"):
+            archive_bound(figures, args.archive_sources, args.rate)
+        if args.only in (None, "cpu"):
+            ceilings = single_core(figures, args.stage_sources)
+            cpu_runs(figures, args.cpu_sources, ceilings, payload)
+    print(f"summary over {args.repeat} run(s): min / median / max, target judged on the median")
+    print("\n".join(figures.summary()))
 
 
 if __name__ == "__main__":
