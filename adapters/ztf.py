@@ -343,7 +343,9 @@ def _text_lengths(table: Records) -> dict[str, Array]:
     }
 
 
-def _lightcurve(table: Records, part: slice, lengths: dict[str, Array], season: int, band: str) -> ReducedLightcurve:
+def _lightcurve(
+    table: Records, part: slice, lengths: dict[str, Array], season: int, band: str
+) -> ReducedLightcurve:
     data = _narrowed(table[part], {name: length[part] for name, length in lengths.items()})
     mjd = data["mjd"]
     meta = {"oids": np.unique(data["oid"]).tolist(), "season": season, "num_points": len(data)}
@@ -362,7 +364,9 @@ def _narrowed(part: Records, lengths: dict[str, Array]) -> Records:
     widths = {name: max(1, int(length.max())) for name, length in lengths.items()}
     if all(part.dtype[name].itemsize == width for name, width in widths.items()):
         return part
-    fields = [(name, f"S{widths[name]}" if name in widths else part.dtype[name]) for name in part.dtype.names or ()]
+    fields = [
+        (name, f"S{widths[name]}" if name in widths else part.dtype[name]) for name in part.dtype.names or ()
+    ]
     return part.astype(fields)
 
 

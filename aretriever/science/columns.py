@@ -91,7 +91,8 @@ def flags(table: Table, name: str) -> Array:
     if field.dtype.kind == "b":
         return np.array(field, dtype=bool)
     values = np.asarray(field, dtype=np.float64)
-    return np.isnan(values) | (values != 0)
+    missing_or_set: Array = np.isnan(values) | (values != 0)
+    return missing_or_set
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,7 +123,9 @@ def add_columns(table: Table, new: Mapping[str, Any]) -> Records:
         return _appended(table, arrays)
     base = {name: _field(table, name) for name in old if name not in arrays}
     order = [*old, *(name for name in arrays if name not in base and name not in old)]
-    out = np.empty(rows, dtype=[(name, (arrays[name] if name in arrays else base[name]).dtype) for name in order])
+    out = np.empty(
+        rows, dtype=[(name, (arrays[name] if name in arrays else base[name]).dtype) for name in order]
+    )
     for name, values in (*base.items(), *arrays.items()):
         out[name] = values
     return out
@@ -134,7 +137,9 @@ def _appended(table: Records, arrays: Mapping[str, Array]) -> Records:
     out = np.empty(len(table), dtype=_extended(table.dtype, tuple((n, a.dtype) for n, a in arrays.items())))
     width = table.dtype.itemsize
     if width:
-        out.view(np.uint8).reshape(len(table), -1)[:, :width] = table.view(np.uint8).reshape(len(table), width)
+        out.view(np.uint8).reshape(len(table), -1)[:, :width] = table.view(np.uint8).reshape(
+            len(table), width
+        )
     for name, values in arrays.items():
         out[name] = values
     return out
@@ -143,12 +148,20 @@ def _appended(table: Records, arrays: Mapping[str, Array]) -> Records:
 @functools.lru_cache(maxsize=256)
 def _extended(dtype: np.dtype[Any], more: tuple[tuple[str, np.dtype[Any]], ...]) -> np.dtype[Any]:
     """``dtype``'s fields at their offsets, then ``more`` packed after them."""
-    fields = {name: (dtype.fields[name][0], dtype.fields[name][1]) for name in dtype.names or ()}  # type: ignore[index]
+    known: Mapping[str, tuple[Any, ...]] = dtype.fields or {}
+    fields = {name: (known[name][0], known[name][1]) for name in dtype.names or ()}
     offset = dtype.itemsize
     for name, kind in more:
         fields[name] = (kind, offset)
         offset += kind.itemsize
-    return np.dtype({"names": list(fields), "formats": [f[0] for f in fields.values()], "offsets": [f[1] for f in fields.values()], "itemsize": offset})
+    return np.dtype(
+        {
+            "names": list(fields),
+            "formats": [f[0] for f in fields.values()],
+            "offsets": [f[1] for f in fields.values()],
+            "itemsize": offset,
+        }
+    )
 
 
 def add_column(table: Table, name: str, values: Any) -> Records:

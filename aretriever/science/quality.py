@@ -153,4 +153,5 @@ def _nonzero(lc: Table, name: str) -> Array:
         nonzero: Array = lc[name] != 0  # integer flags (ZTF catflags): no float copy needed
         return nonzero
     values = column(lc, name)
-    return (values != 0) & ~np.isnan(values)
+    flagged: Array = (values != 0) & ~np.isnan(values)
+    return flagged

@@ -238,7 +238,9 @@ class Simulator:
             ``lc`` has no ``mjd``, or neither ``mag`` nor ``flux``.
         """
         if not has(lc, "mjd") or not (has(lc, "mag") or has(lc, "flux")):
-            raise MissingColumnsError(f"simulator: cannot inject into a lightcurve with columns {list(names(lc))}")
+            raise MissingColumnsError(
+                f"simulator: cannot inject into a lightcurve with columns {list(names(lc))}"
+            )
         delta = injection.amplitude_mag * self.profile(injection, column(lc, "mjd"))
         changed: dict[str, Array] = {}
         if has(lc, "mag"):
