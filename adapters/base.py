@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlencode
 
+import numpy as np
 import pandas as pd
 
 
@@ -105,9 +106,14 @@ class Fetched:
 
 @dataclass(frozen=True, slots=True)
 class ReducedLightcurve:
-    """One reduced lightcurve: a table plus the facts about it the database indexes."""
+    """One reduced lightcurve: a table plus the facts about it the database indexes.
 
-    data: pd.DataFrame
+    ``data`` is a DataFrame or a NumPy structured array (one field per column, text as ``S<n>``
+    UTF-8 bytes: what the HDF5 file stores). The built-in ZTF reducer gives structured arrays,
+    which the pool writes and the analysis reads without a DataFrame in between.
+    """
+
+    data: pd.DataFrame | np.ndarray[Any, Any]
     filter: str
     time_start_mjd: float
     time_end_mjd: float

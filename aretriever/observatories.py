@@ -261,7 +261,10 @@ class VirtualObservatory:
                 num_rows=len(curve.data),
                 nbytes=0,
             )
-            lc.data = curve.data
+            # notebooks get DataFrames, whatever table type the reducer works in
+            lc.data = (
+                curve.data if isinstance(curve.data, pd.DataFrame) else hdf5.records_to_frame(curve.data)
+            )
             lc.bind_data_root(self.data_root)
             lcs.append(lc)
         return lcs

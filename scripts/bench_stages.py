@@ -9,9 +9,9 @@ images, the science returning structured arrays) one function here changes with 
 - a re-analysis from disk: read raw, reduce, analyze, reduced image, write reduced bytes,
   lightcurve rows.
 
-The HDF5 images are built in memory (h5py's core driver around ``store.hdf5._write_table``) until
-``store.hdf5.build_h5_image`` / ``write_image`` exist, and then through those; ``write_h5`` (today's
-writer, image and disk in one call) is measured beside them as a check, outside the sums.
+The HDF5 images are built as the pool builds them (``store.hdf5.build_h5_image``, with the
+default compression) and written as the file writer writes them (``store.hdf5.write_image``);
+``write_h5`` (image and disk in one call) is measured beside them as a check, outside the sums.
 """
 
 from __future__ import annotations
@@ -23,15 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
-
 from aretriever.adapters.base import Adapter, Fetched, Target
-from aretriever.engine.pool import ReducedTable
 from aretriever.science.analysis import Analysis
 from aretriever.store import hdf5, paths
 
 Tables = Mapping[str, tuple[Any, Mapping[str, Any]]]
 FIRST_VERSION = "first"  # the cfg hash of the fetch's rows; any other is a re-analysis
+
+
+@dataclass(frozen=True)
+class Table:
+    """A reduced lightcurve as the pool stores it: the processed table and its file metadata."""
+
+    records: Any
+    meta: Mapping[str, Any]
+    filter: str
+    time_start_mjd: float
+    time_end_mjd: float
 
 
 @dataclass
@@ -45,7 +53,7 @@ class Source:
     raw: Any = None  # the parsed (or re-read) raw table
     raw_records: Any = None  # the raw table as the writer takes it
     lightcurves: list[Any] = field(default_factory=list)
-    tables: list[ReducedTable] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
     raw_image: bytes = b""
     reduced_image: bytes = b""
 
@@ -61,28 +69,13 @@ Stage = Callable[[Context, Source], None]
 
 
 def build_image(tables: Tables) -> bytes:
-    """An HDF5 file's bytes, built in memory."""
-    build = getattr(hdf5, "build_h5_image", None)
-    if build is not None:
-        image: bytes = build(tables)
-        return image
-    # the name only labels the in-memory file: nothing reaches the disk without a backing store
-    name = f"bench-{time.monotonic_ns()}.h5"
-    with h5py.File(name, "w", driver="core", backing_store=False, libver=("v110", "latest")) as h5:
-        for key, (table, meta) in tables.items():
-            hdf5._write_table(h5, key, table, meta)
-        h5.flush()
-        return bytes(h5.id.get_file_image())
+    """An HDF5 file's bytes, built in memory as the pool builds them."""
+    return hdf5.build_h5_image(tables)
 
 
 def write_image(path: Path, image: bytes) -> None:
     """Put ``image`` on disk as the engine's file writer does: atomically, with fsync."""
-    write = getattr(hdf5, "write_image", None)
-    if write is not None:
-        write(path, image)
-        return
-    with hdf5.atomic_path(path, "bench") as tmp:
-        tmp.write_bytes(image)
+    hdf5.write_image(path, image)
 
 
 def raw_tables(s: Source) -> Tables:
@@ -92,7 +85,7 @@ def raw_tables(s: Source) -> Tables:
 def reduced_tables(s: Source) -> Tables:
     total = len(s.tables)
     return {
-        paths.reduction_key(s.target.name, k + 1, total): (t.records, dict(t.meta))
+        paths.reduction_key(s.target.name, k + 1, total): (t.records, {**t.meta, "filter": t.filter})
         for k, t in enumerate(s.tables)
     }
 
@@ -116,7 +109,10 @@ def reduce(ctx: Context, s: Source) -> None:
 def analyze(ctx: Context, s: Source) -> None:
     # as the pool job does: the processed tables, as structured arrays, are what gets written
     result = ctx.analysis.analyze(s.target, s.lightcurves)
-    s.tables = [ReducedTable.of(lc, a) for lc, a in zip(s.lightcurves, result.lightcurves, strict=True)]
+    s.tables = [
+        Table(hdf5.as_records(a.processed), dict(lc.meta), lc.filter, lc.time_start_mjd, lc.time_end_mjd)
+        for lc, a in zip(s.lightcurves, result.lightcurves, strict=True)
+    ]
 
 
 def raw_image(ctx: Context, s: Source) -> None:

@@ -10,6 +10,12 @@ copies and runs the same finder on them (:class:`~aretriever.science.simulator.S
 Every step is a method, so a subclass named by ``analysis.analysis_module``/``analysis_class``
 can replace one step and keep the rest; the quality, finder and simulator classes are loaded
 the same way. Instances must stay picklable (they travel to pool workers).
+
+Tables: a reduced lightcurve's ``data`` is a DataFrame or a NumPy structured array; every step
+reads columns through :mod:`aretriever.science.columns`, and the processed table is a structured
+array built once per lightcurve (:meth:`Analysis.process`): the input columns, then ``offset``,
+``flagged``, ``flux``, ``fluxerr``, ``snr``, ``dsnr``, ``dmag``. A subclass adds a column with
+:func:`~aretriever.science.columns.add_column` (``docs/examples/my_analysis.py``).
 """
 
 from __future__ import annotations
@@ -25,11 +31,18 @@ import pandas as pd
 
 from aretriever.adapters.base import ReducedLightcurve, Target
 from aretriever.numbers import finite_or_none
+from aretriever.science.columns import Records, Table, add_columns, flags, to_records
 from aretriever.science.finder import Event, Finder
 from aretriever.science.plugins import load_class
 from aretriever.science.quality import QualityChecker
 from aretriever.science.simulator import Injection, Simulator, recovery_efficiency
-from aretriever.science.stats import AB_ZERO_POINT_MAG, LightcurveStats, lightcurve_stats, scores
+from aretriever.science.stats import (
+    AB_ZERO_POINT_MAG,
+    LightcurveStats,
+    lightcurve_stats,
+    score_columns,
+    scores,
+)
 from aretriever.settings import AnalysisConfig
 
 Array = np.ndarray[Any, Any]
@@ -39,7 +52,7 @@ Array = np.ndarray[Any, Any]
 class LightcurveResult:
     """One analysed lightcurve: the processed table (stored in place of the reduced one) and rows."""
 
-    processed: pd.DataFrame
+    processed: Records  # a structured array, as the HDF5 file stores it
     stats: dict[str, Any]  # LightcurveStats.as_dict(): columns of the ``lightcurves`` row
     detections: list[dict[str, Any]]  # Event.as_dict(): real events, then simulated ones
     injections: list[dict[str, Any]] = field(default_factory=list)  # Injection.as_dict() + "recovered"
@@ -83,22 +96,28 @@ class Analysis:
     def analyze_lightcurve(self, target: Target, lc: ReducedLightcurve, number: int) -> LightcurveResult:
         """Quality cuts, scores, statistics, events and injections of one lightcurve."""
         zero_point = self.zero_point_mag(lc)
-        processed = self.process(lc.data, zero_point)
-        good = ~processed["flagged"].to_numpy(dtype=bool)
+        # to_records: a subclass written for DataFrames may still return one
+        processed = to_records(self.process(lc.data, zero_point))
+        good = ~flags(processed, "flagged")
         stats = self.statistics(processed, zero_point, self.exptime_s(lc), good)
         events = self.finder.find(processed)
         simulated, injections = self.simulate(target, processed, zero_point, number)
         detections = [event.as_dict() for event in [*events, *simulated]]
         return LightcurveResult(processed, stats.as_dict(), detections, injections)
 
-    def process(self, data: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
-        """The lightcurve with ``offset``, ``flagged``, ``flux``, ``fluxerr``, ``snr``, ``dsnr``, ``dmag``."""
-        checked = self.quality.check(data)
-        return scores(checked, zero_point_mag, good=~checked["flagged"].to_numpy(dtype=bool))
+    def process(self, data: Table, zero_point_mag: float) -> Records:
+        """The lightcurve with ``offset``, ``flagged``, ``flux``, ``fluxerr``, ``snr``, ``dsnr``, ``dmag``.
+
+        The quality and score columns are computed on arrays and the table is built once, as a
+        structured array (``data`` itself is not modified).
+        """
+        quality = self.quality.columns(data)
+        scored = score_columns(data, zero_point_mag, good=~np.asarray(quality["flagged"], dtype=bool))
+        return add_columns(data, {**quality, **scored})
 
     def statistics(
         self,
-        processed: pd.DataFrame,
+        processed: Records,
         zero_point_mag: float,
         exptime_s: float | None,
         good: np.ndarray[Any, Any],
@@ -107,10 +126,10 @@ class Analysis:
         return lightcurve_stats(processed, zero_point_mag, exptime_s, good, scored=True)
 
     def simulate(
-        self, target: Target, processed: pd.DataFrame, zero_point_mag: float, number: int
+        self, target: Target, processed: Records, zero_point_mag: float, number: int
     ) -> tuple[list[Event], list[dict[str, Any]]]:
         """``num_injections`` injected copies, searched like real data: (events, injections)."""
-        if self.cfg.num_injections == 0 or processed.empty:
+        if self.cfg.num_injections == 0 or len(processed) == 0:
             return [], []
         rng = self.simulator.rng_for(target.name, number)
         injections = self.simulator.draw(processed, self.cfg.num_injections, rng)
@@ -165,8 +184,8 @@ class Analysis:
         return float(value) if isinstance(value, int | float) else None
 
 
-def _rescore(copy: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
-    return scores(copy, zero_point_mag, good=~copy["flagged"].to_numpy(dtype=bool))
+def _rescore(copy: Table, zero_point_mag: float) -> Table:
+    return scores(copy, zero_point_mag, good=~flags(copy, "flagged"))
 
 
 _CACHE: dict[str, Analysis] = {}

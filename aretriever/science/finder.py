@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from aretriever.errors import ScienceError
 from aretriever.numbers import finite_or_none
+from aretriever.science.columns import Table, column, flags, has, names
 from aretriever.settings import FinderConfig, QualityConfig
 
 Array = np.ndarray[Any, Any]
@@ -156,12 +156,12 @@ class Finder:
         self.cfg = cfg
         self.quality_cfg = quality if quality is not None else QualityConfig()
 
-    def find(self, lc: pd.DataFrame) -> list[Event]:
+    def find(self, lc: Table) -> list[Event]:
         """The events of one lightcurve, strongest first (the input is not modified).
 
         Parameters
         ----------
-        lc : pandas.DataFrame
+        lc : pandas.DataFrame or structured array
             A processed lightcurve with at least ``mjd`` and ``dsnr``; rows need not be
             time-ordered (regions are runs in time order).
 
@@ -192,39 +192,34 @@ class Finder:
     # ----------------------------------------------------------------------------------------
     # the steps, each overridable
 
-    def check(self, lc: pd.DataFrame) -> None:
+    def check(self, lc: Table) -> None:
         """Raise :class:`MissingColumnsError` when a :attr:`required_columns` entry is missing."""
-        missing = [name for name in self.required_columns if name not in lc.columns]
+        missing = [name for name in self.required_columns if not has(lc, name)]
         if missing:
-            found = [str(name) for name in lc.columns]
             raise MissingColumnsError(
-                f"finder: the lightcurve has no {missing} column(s) (found {found}); "
+                f"finder: the lightcurve has no {missing} column(s) (found {list(names(lc))}); "
                 "compute the S/N columns before finding"
             )
 
-    def start(self, lc: pd.DataFrame) -> Search:
+    def start(self, lc: Table) -> Search:
         """The search state: ``dsnr`` and :meth:`usable` in time order."""
         # Stable: points with equal mjd keep their input order, so the same input finds the same events.
-        order = np.argsort(lc["mjd"].to_numpy(dtype=np.float64), kind="stable")
-        dsnr = lc["dsnr"].to_numpy(dtype=np.float64)[order]
+        order = np.argsort(column(lc, "mjd"), kind="stable")
+        dsnr = column(lc, "dsnr")[order]
         return Search(dsnr=dsnr, usable=self.usable(lc)[order], order=order)
 
-    def usable(self, lc: pd.DataFrame) -> Array:
+    def usable(self, lc: Table) -> Array:
         """Points that may peak or extend a region (input order): finite ``mjd`` and ``dsnr``,
         and not ``flagged`` when ``drop_flagged`` (a missing ``flagged`` column flags nothing)."""
-        mjd = lc["mjd"].to_numpy(dtype=np.float64)
-        good: Array = np.isfinite(mjd) & np.isfinite(lc["dsnr"].to_numpy(dtype=np.float64))
+        good: Array = np.isfinite(column(lc, "mjd")) & np.isfinite(column(lc, "dsnr"))
         if self.quality_cfg.drop_flagged:
             good &= ~self.flags(lc)
         return good
 
-    def flags(self, lc: pd.DataFrame) -> Array:
+    def flags(self, lc: Table) -> Array:
         """The ``flagged`` column as booleans (all False when there is none; NA counts as flagged)."""
-        if "flagged" not in lc.columns:
-            return np.zeros(len(lc), dtype=bool)
         # An unknown flag counts as bad: a point of unknown quality should not be able to make an event.
-        flagged: Array = lc["flagged"].fillna(True).to_numpy(dtype=bool)
-        return flagged
+        return flags(lc, "flagged")
 
     def peak(self, dsnr: Array, candidates: Array) -> int | None:
         """Index of the largest ``|dsnr|`` above ``snr_threshold`` among ``candidates``, or None."""
@@ -259,25 +254,25 @@ class Finder:
         inside = np.flatnonzero(member[lo : hi + 1]) + lo
         return int(inside[0]), int(inside[-1])
 
-    def event(self, lc: pd.DataFrame, rows: Array, peak_row: int) -> Event:
+    def event(self, lc: Table, rows: Array, peak_row: int) -> Event:
         """The event of one region; ``rows`` are input positions in time order."""
-        mjd = lc["mjd"].to_numpy(dtype=np.float64)
+        mjd = column(lc, "mjd")
         return Event(
             time_start_mjd=float(mjd[rows[0]]),
             time_end_mjd=float(mjd[rows[-1]]),
             time_peak_mjd=float(mjd[peak_row]),
-            snr=float(lc["dsnr"].to_numpy(dtype=np.float64)[peak_row]),
+            snr=float(column(lc, "dsnr")[peak_row]),
             peak_mag=_value_at(lc, "mag", peak_row),
             dmag=_value_at(lc, "dmag", peak_row),
             quality=self.quality(lc, rows),
             rows=sorted(int(row) for row in rows),
         )
 
-    def quality(self, lc: pd.DataFrame, rows: Array) -> dict[str, Any]:
+    def quality(self, lc: Table, rows: Array) -> dict[str, Any]:
         """Quality values of a region: ``num_points``, ``num_flagged``, ``max_abs_offset``."""
         largest = None
-        if "offset" in lc.columns:
-            offsets = np.abs(lc["offset"].to_numpy(dtype=np.float64)[rows])
+        if has(lc, "offset"):
+            offsets = np.abs(column(lc, "offset")[rows])
             finite = offsets[np.isfinite(offsets)]
             largest = float(finite.max()) if finite.size else None
         return {
@@ -287,8 +282,8 @@ class Finder:
         }
 
 
-def _value_at(lc: pd.DataFrame, column: str, row: int) -> float | None:
-    """``lc[column]`` at positional ``row`` as a float; None when the column is missing or NaN."""
-    if column not in lc.columns:
+def _value_at(lc: Table, name: str, row: int) -> float | None:
+    """Column ``name`` at positional ``row`` as a float; None when the column is missing or NaN."""
+    if not has(lc, name):
         return None
-    return finite_or_none(lc[column].to_numpy(dtype=np.float64)[row])
+    return finite_or_none(column(lc, name)[row])

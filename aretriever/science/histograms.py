@@ -57,6 +57,7 @@ from aretriever.science.binning import (
     sorted_exptimes,
 )
 from aretriever.science.binning import HistogramError as HistogramError
+from aretriever.science.columns import Table, column, flags, has, names
 from aretriever.settings import HistogramConfig
 
 Array = np.ndarray[Any, Any]
@@ -138,7 +139,7 @@ class ScoreHistograms:
 
     def add(
         self,
-        scores: pd.DataFrame,
+        scores: Table,
         source_mag: float | None,
         exptime_s: ExptimeLike,
         filter: str,
@@ -148,7 +149,7 @@ class ScoreHistograms:
 
         Parameters
         ----------
-        scores : pandas.DataFrame
+        scores : pandas.DataFrame or structured array
             Columns ``snr``, ``dmag`` and ``offset`` (any may hold NaN: counted in the NaN slot).
             Not modified.
         source_mag : float or None
@@ -171,7 +172,7 @@ class ScoreHistograms:
 
     def bin(
         self,
-        scores: pd.DataFrame,
+        scores: Table,
         source_mag: float | None,
         exptime_s: ExptimeLike,
         filter: str,
@@ -182,12 +183,12 @@ class ScoreHistograms:
         Counting it later (:meth:`count`) gives the same counts as :meth:`add`; until then it
         holds a few bytes per point, so a caller can decide late whether to count it.
         """
-        missing = [score for score in SCORES if score not in scores]
+        missing = [score for score in SCORES if not has(scores, score)]
         if missing:
-            raise HistogramError(f"histograms: scores lack columns {missing} (have {list(scores.columns)})")
+            raise HistogramError(f"histograms: scores lack columns {missing} (have {list(names(scores))})")
         slots = {}
         for score in SCORES:
-            values = scores[score].to_numpy(dtype=np.float64, na_value=np.nan)
+            values = column(scores, score)
             small = np.min_scalar_type(self._n_slots(score))  # 2 bytes a point for the usual bins
             slots[score] = slot_of(values, self._edges[score]).astype(small)
         keys, index = exptime_keys(exptime_s, len(scores))
@@ -211,11 +212,9 @@ class ScoreHistograms:
                 counts[1, f, e, binned.mag_slot] += np.bincount(slots[rows & binned.good], minlength=n)
 
     @staticmethod
-    def _good_mask(scores: pd.DataFrame, good: Array | pd.Series[bool] | None) -> Array:
+    def _good_mask(scores: Table, good: Array | pd.Series[bool] | None) -> Array:
         if good is None:
-            if "flagged" in scores:
-                return ~scores["flagged"].to_numpy(dtype=bool, na_value=True)
-            return np.ones(len(scores), dtype=bool)
+            return ~flags(scores, "flagged")
         mask = np.asarray(good, dtype=bool)
         if mask.shape != (len(scores),):
             raise HistogramError(f"histograms: good has shape {mask.shape}; expected ({len(scores)},)")

@@ -22,6 +22,8 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from aretriever.science.columns import Table, assign, column, has
+from aretriever.science.moments import median
 from aretriever.settings import QualityConfig
 
 Array = np.ndarray[Any, Any]
@@ -52,8 +54,8 @@ def position_offset(ra: Array, dec: Array) -> Array:
     out = np.full(distance.shape, np.nan)
     if finite.size == 0:
         return out
-    center = np.median(finite)
-    scale = MAD_TO_SIGMA * np.median(np.abs(finite - center))
+    center = median(finite)
+    scale = MAD_TO_SIGMA * median(np.abs(finite - center))
     if scale > 0:
         out = (distance - center) / scale
     return out
@@ -72,8 +74,8 @@ def median_distance_arcsec(ra: Array, dec: Array) -> Array:
         return np.full(ra_deg.shape, np.nan)
     ref = ra_deg[finite][0]
     wrapped = (ra_deg - ref + 180.0) % 360.0 - 180.0
-    ra0 = ref + float(np.median(wrapped[finite]))
-    dec0 = float(np.median(dec_deg[finite]))
+    ra0 = ref + median(wrapped[finite])
+    dec0 = median(dec_deg[finite])
     east, north = tangent_plane(ra_deg, dec_deg, ra0, dec0)
     distance: Array = np.hypot(east, north) * ARCSEC_PER_RAD
     return distance
@@ -87,9 +89,11 @@ def tangent_plane(ra_deg: Array, dec_deg: Array, ra0_deg: float, dec0_deg: float
     """
     dra = np.radians(ra_deg - ra0_deg)
     dec, dec0 = np.radians(dec_deg), math.radians(dec0_deg)
-    cos_c = math.sin(dec0) * np.sin(dec) + math.cos(dec0) * np.cos(dec) * np.cos(dra)
-    east = np.cos(dec) * np.sin(dra) / cos_c
-    north = (math.cos(dec0) * np.sin(dec) - math.sin(dec0) * np.cos(dec) * np.cos(dra)) / cos_c
+    # each sine and cosine once: this runs on every lightcurve
+    sin_dec, cos_dec, cos_dra = np.sin(dec), np.cos(dec), np.cos(dra)
+    cos_c = math.sin(dec0) * sin_dec + math.cos(dec0) * cos_dec * cos_dra
+    east = cos_dec * np.sin(dra) / cos_c
+    north = (math.cos(dec0) * sin_dec - math.sin(dec0) * cos_dec * cos_dra) / cos_c
     return east, north
 
 
@@ -109,39 +113,45 @@ class QualityChecker:
     def __init__(self, cfg: QualityConfig) -> None:
         self.cfg = cfg
 
-    def check(self, lc: pd.DataFrame) -> pd.DataFrame:
-        """A copy of ``lc`` with an ``offset`` (float) and a ``flagged`` (bool) column.
+    def check(self, lc: Table) -> Table:
+        """A copy of ``lc`` (of the same type) with the :meth:`columns` ``offset`` and ``flagged``.
 
-        ``flagged`` = :meth:`archive_flags` OR :meth:`offset_flags` of :meth:`offsets`.
-        ``lc`` is not modified.
+        ``lc`` is not modified. The analysis calls :meth:`columns` and builds its table once.
         """
-        out = lc.copy()
-        offset = self.offsets(lc)
-        out["offset"] = offset
-        out["flagged"] = self.archive_flags(lc) | self.offset_flags(offset)
-        return out
+        return assign(lc, self.columns(lc))
 
-    def archive_flags(self, lc: pd.DataFrame) -> Array:
+    def columns(self, lc: Table) -> dict[str, Array]:
+        """``offset`` (float) and ``flagged`` (bool) of each point: ``flagged`` =
+        :meth:`archive_flags` OR :meth:`offset_flags` of :meth:`offsets`."""
+        offset = self.offsets(lc)
+        return {"offset": offset, "flagged": self.archive_flags(lc) | self.offset_flags(offset)}
+
+    def archive_flags(self, lc: Table) -> Array:
         """True where a :data:`FLAG_COLUMNS` column is non-zero. A missing value (NaN, NA) is
         not a flag: the archive did not flag the point."""
         flagged = np.zeros(len(lc), dtype=bool)
         for name in FLAG_COLUMNS:
-            if name in lc:
-                values = lc[name].to_numpy(dtype=np.float64, na_value=0.0)
-                flagged |= np.nan_to_num(values, nan=0.0) != 0
+            if has(lc, name):
+                flagged |= _nonzero(lc, name)
         return flagged
 
-    def offsets(self, lc: pd.DataFrame) -> Array:
+    def offsets(self, lc: Table) -> Array:
         """:func:`position_offset` of the ``ra``/``dec`` columns; all NaN without them."""
-        if "ra" not in lc or "dec" not in lc:
+        if not has(lc, "ra") or not has(lc, "dec"):
             return np.full(len(lc), np.nan)
-        return position_offset(
-            lc["ra"].to_numpy(dtype=np.float64, na_value=np.nan),
-            lc["dec"].to_numpy(dtype=np.float64, na_value=np.nan),
-        )
+        return position_offset(column(lc, "ra"), column(lc, "dec"))
 
     def offset_flags(self, offset: Array) -> Array:
         """True where ``|offset| > cfg.offset_threshold`` (a NaN offset is not flagged)."""
-        magnitude = np.abs(np.nan_to_num(offset, nan=0.0))
-        flagged: Array = magnitude > self.cfg.offset_threshold
+        flagged: Array = np.abs(offset) > self.cfg.offset_threshold  # NaN compares False
         return flagged
+
+
+def _nonzero(lc: Table, name: str) -> Array:
+    """True where column ``name`` is non-zero and not missing."""
+    if not isinstance(lc, pd.DataFrame) and lc.dtype[name].kind in "biu":
+        nonzero: Array = lc[name] != 0  # integer flags (ZTF catflags): no float copy needed
+        return nonzero
+    values = column(lc, name)
+    flagged: Array = (values != 0) & ~np.isnan(values)
+    return flagged

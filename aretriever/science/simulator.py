@@ -36,13 +36,14 @@ import numpy as np
 import pandas as pd
 
 from aretriever.errors import ConfigError
+from aretriever.science.columns import Table, assign, column, drop, has, names
 from aretriever.settings import SimulatorConfig
 
 from .finder import Event, MissingColumnsError
 
 Array = np.ndarray[Any, Any]
-Find = Callable[[pd.DataFrame], list[Event]]
-Prepare = Callable[[pd.DataFrame], pd.DataFrame]
+Find = Callable[[Table], list[Event]]
+Prepare = Callable[[Table], Table]
 
 __all__ = [
     "Injection",
@@ -169,13 +170,13 @@ class Simulator:
         """A generator determined by ``cfg.seed``, the source name and the lightcurve index."""
         return stable_rng(self.cfg.seed, source_name, lc_index)
 
-    def draw(self, lc: pd.DataFrame, num: int, rng: np.random.Generator) -> list[Injection]:
+    def draw(self, lc: Table, num: int, rng: np.random.Generator) -> list[Injection]:
         """``num`` injections over the time span of ``lc`` (none when it has no finite time).
 
         The peak times are drawn first, then the widths, then the amplitudes (one vector each),
         so the same generator state and ``num`` give the same injections.
         """
-        mjd = lc["mjd"].to_numpy(dtype=np.float64) if "mjd" in lc.columns else np.empty(0)
+        mjd = column(lc, "mjd") if has(lc, "mjd") else np.empty(0)
         mjd = mjd[np.isfinite(mjd)]
         if num <= 0 or mjd.size == 0:
             return []
@@ -224,8 +225,9 @@ class Simulator:
             f"config: analysis.simulator.shape: unknown shape {injection.shape!r} (allowed: gaussian, box)"
         )
 
-    def inject(self, lc: pd.DataFrame, injection: Injection) -> pd.DataFrame:
-        """A copy of ``lc`` with the event added to ``mag`` and ``flux`` (``lc`` is not modified).
+    def inject(self, lc: Table, injection: Injection) -> Table:
+        """A copy of ``lc`` (of its type) with the event added to ``mag`` and ``flux`` (``lc`` is
+        not modified).
 
         The :attr:`derived_columns` (S/N, ``dmag``) are dropped from the copy: recompute them
         before finding. Other columns (errors, flags, offsets) are kept as they are.
@@ -235,20 +237,21 @@ class Simulator:
         MissingColumnsError
             ``lc`` has no ``mjd``, or neither ``mag`` nor ``flux``.
         """
-        if "mjd" not in lc.columns or not {"mag", "flux"} & set(lc.columns):
-            found = [str(name) for name in lc.columns]
-            raise MissingColumnsError(f"simulator: cannot inject into a lightcurve with columns {found}")
-        out = lc.drop(columns=[name for name in self.derived_columns if name in lc.columns])
-        delta = injection.amplitude_mag * self.profile(injection, out["mjd"].to_numpy(dtype=np.float64))
-        if "mag" in out.columns:
-            out["mag"] = out["mag"].to_numpy(dtype=np.float64) + delta
-        if "flux" in out.columns:
-            out["flux"] = out["flux"].to_numpy(dtype=np.float64) * 10.0 ** (-0.4 * delta)
-        return out
+        if not has(lc, "mjd") or not (has(lc, "mag") or has(lc, "flux")):
+            raise MissingColumnsError(
+                f"simulator: cannot inject into a lightcurve with columns {list(names(lc))}"
+            )
+        delta = injection.amplitude_mag * self.profile(injection, column(lc, "mjd"))
+        changed: dict[str, Array] = {}
+        if has(lc, "mag"):
+            changed["mag"] = column(lc, "mag") + delta
+        if has(lc, "flux"):
+            changed["flux"] = column(lc, "flux") * 10.0 ** (-0.4 * delta)
+        return assign(drop(lc, self.derived_columns), changed)
 
     def simulate(
         self,
-        lc: pd.DataFrame,
+        lc: Table,
         injections: Sequence[Injection],
         find: Find,
         prepare: Prepare | None = None,
@@ -257,7 +260,7 @@ class Simulator:
 
         Parameters
         ----------
-        lc : pandas.DataFrame
+        lc : pandas.DataFrame or structured array
             The processed lightcurve (not modified).
         injections : sequence of Injection
             Usually from :meth:`draw`.

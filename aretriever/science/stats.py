@@ -1,6 +1,8 @@
 """Lightcurve statistics: flux from magnitudes, a robust baseline, per-point scores, a summary row.
 
-Everything here is pure and runs in the process pool; no function modifies its input frame.
+Everything here is pure and runs in the process pool; no function modifies its input table.
+Tables are DataFrames or structured arrays (:mod:`aretriever.science.columns`); the functions
+returning a table return the type they were given.
 
 Definitions (shared with the rest of :mod:`aretriever.science`)
 ----------------------------------------------------------------
@@ -18,14 +20,16 @@ Definitions (shared with the rest of :mod:`aretriever.science`)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
 import numpy as np
-import pandas as pd
 
 from aretriever.errors import ScienceError
+from aretriever.science.columns import Table, assign, column, has, names
+from aretriever.science.moments import mean, median, std
 
 Array = np.ndarray[Any, Any]
 
@@ -67,7 +71,24 @@ def robust_mean_rms(values: Array) -> tuple[float, float]:
     if finite.size == 0:
         return math.nan, math.nan
     kept = finite if finite.size < MIN_CLIP_POINTS else _clipped(finite)
-    return float(np.median(kept)), float(np.std(kept))
+    return median(kept), std(kept)
+
+
+def flux_baseline(flux: Array) -> tuple[float, float]:
+    """:func:`robust_mean_rms` of ``flux`` (the good points' flux), computed once per content.
+
+    The scores and the statistics of a lightcurve both need this baseline of the same values;
+    remembering the last few answers, keyed by the values themselves, gives the statistics the
+    one the scores computed without passing it through every overridable step in between (and
+    cannot hand back a stale one: other values are another key).
+    """
+    finite = np.asarray(flux, dtype=np.float64).ravel()
+    return _baseline_of(finite[np.isfinite(finite)].tobytes())
+
+
+@functools.lru_cache(maxsize=16)
+def _baseline_of(finite: bytes) -> tuple[float, float]:
+    return robust_mean_rms(np.frombuffer(finite, dtype=np.float64))
 
 
 def _clipped(values: Array) -> Array:
@@ -78,8 +99,9 @@ def _clipped(values: Array) -> Array:
     """
     kept = values
     for _ in range(CLIP_MAX_ITERATIONS):
-        inside = np.abs(kept - np.median(kept)) <= CLIP_SIGMA * np.std(kept)
-        if inside.all() or not inside.any():
+        inside = np.abs(kept - median(kept)) <= CLIP_SIGMA * std(kept)
+        count = np.count_nonzero(inside)
+        if count in (0, kept.size):
             break
         kept = kept[inside]
     return kept
@@ -89,14 +111,36 @@ def _clipped(values: Array) -> Array:
 # per-point columns
 
 
-def with_flux(lc: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
+def flux_columns(lc: Table, zero_point_mag: float) -> dict[str, Array]:
+    """The ``flux`` and ``fluxerr`` columns :func:`with_flux` adds (only those ``lc`` lacks).
+
+    Raises
+    ------
+    LightcurveInputError
+        ``lc`` has neither a ``flux`` nor a ``mag`` column.
+    """
+    out: dict[str, Array] = {}
+    if has(lc, "flux"):
+        flux = column(lc, "flux")
+    elif has(lc, "mag"):
+        flux = out["flux"] = 10.0 ** (-0.4 * (column(lc, "mag") - zero_point_mag))
+    else:
+        raise LightcurveInputError(
+            f"science: a lightcurve needs a 'flux' or 'mag' column; found {list(names(lc))}"
+        )
+    if not has(lc, "fluxerr"):
+        out["fluxerr"] = flux * column(lc, "magerr") * _MAG_TO_FLUX_ERR
+    return out
+
+
+def with_flux(lc: Table, zero_point_mag: float) -> Table:
     """A copy of ``lc`` with ``flux`` and ``fluxerr`` columns, computed from ``mag``/``magerr`` only
     when absent (a missing ``magerr`` gives a NaN ``fluxerr``).
 
     Parameters
     ----------
-    lc : pandas.DataFrame
-        A processed lightcurve (not modified).
+    lc : pandas.DataFrame or structured array
+        A processed lightcurve (not modified); the copy is of the same type.
     zero_point_mag : float
         Magnitude of unit flux: 23.9 for AB magnitudes (flux in microjansky), the instrument's
         otherwise (TESS: 20.44, flux in e-/s).
@@ -106,25 +150,32 @@ def with_flux(lc: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
     LightcurveInputError
         ``lc`` has neither a ``flux`` nor a ``mag`` column.
     """
-    out = lc.copy()
-    if "flux" not in out:
-        if "mag" not in out:
-            raise LightcurveInputError(
-                f"science: a lightcurve needs a 'flux' or 'mag' column; found {list(out.columns)}"
-            )
-        out["flux"] = 10.0 ** (-0.4 * (_column(out, "mag") - zero_point_mag))
-    if "fluxerr" not in out:
-        out["fluxerr"] = _column(out, "flux") * _column(out, "magerr") * _MAG_TO_FLUX_ERR
+    return assign(lc, flux_columns(lc, zero_point_mag))
+
+
+def score_columns(lc: Table, zero_point_mag: float, good: Array | None = None) -> dict[str, Array]:
+    """The columns :func:`scores` adds: ``flux``/``fluxerr`` when absent, ``snr``, ``dsnr``, ``dmag``."""
+    out = flux_columns(lc, zero_point_mag)
+    mask = good_mask(lc, good)
+    flux = out["flux"] if "flux" in out else column(lc, "flux")
+    fluxerr = out["fluxerr"] if "fluxerr" in out else column(lc, "fluxerr")
+    center, rms = flux_baseline(flux[mask])
+    noise = np.fmax(fluxerr, rms)  # fmax: a NaN on one side yields the other
+    mag = column(lc, "mag")
+    mag_center, _ = robust_mean_rms(mag[mask])
+    out["snr"] = _ratio(flux, noise)
+    out["dsnr"] = _ratio(flux - center, noise)
+    out["dmag"] = mag - mag_center
     return out
 
 
-def scores(lc: pd.DataFrame, zero_point_mag: float, good: Array | None = None) -> pd.DataFrame:
+def scores(lc: Table, zero_point_mag: float, good: Array | None = None) -> Table:
     """A copy of ``lc`` with ``flux``, ``fluxerr``, ``snr``, ``dsnr`` and ``dmag`` columns.
 
     Parameters
     ----------
-    lc : pandas.DataFrame
-        A processed lightcurve (not modified).
+    lc : pandas.DataFrame or structured array
+        A processed lightcurve (not modified); the copy is of the same type.
     zero_point_mag : float
         See :func:`with_flux`.
     good : numpy.ndarray of bool, optional
@@ -134,23 +185,15 @@ def scores(lc: pd.DataFrame, zero_point_mag: float, good: Array | None = None) -
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame or structured array
         ``snr = flux / max(fluxerr, robust_rms)``, ``dsnr = (flux - robust_mean) / max(fluxerr,
         robust_rms)`` (robust statistics of the flux), ``dmag = mag - robust mean mag`` (NaN
         without a ``mag`` column). A point whose noise is zero or unknown scores NaN.
     """
-    out = with_flux(lc, zero_point_mag)
-    mask = good_mask(out, good)
-    flux = _column(out, "flux")
-    mean, rms = robust_mean_rms(flux[mask])
-    noise = np.fmax(_column(out, "fluxerr"), rms)  # fmax: a NaN on one side yields the other
-    out["snr"] = _ratio(flux, noise)
-    out["dsnr"] = _ratio(flux - mean, noise)
-    out["dmag"] = _dmag(out, mask)
-    return out
+    return assign(lc, score_columns(lc, zero_point_mag, good))
 
 
-def good_mask(lc: pd.DataFrame, good: Array | None) -> Array:
+def good_mask(lc: Table, good: Array | None) -> Array:
     """``good`` as a boolean array of one entry per row (all True when None)."""
     if good is None:
         return np.ones(len(lc), dtype=bool)
@@ -160,21 +203,6 @@ def good_mask(lc: pd.DataFrame, good: Array | None) -> Array:
             f"science: the good-row mask has shape {mask.shape}; the lightcurve has {len(lc)} rows"
         )
     return mask
-
-
-def _dmag(lc: pd.DataFrame, mask: Array) -> Array:
-    mag = _column(lc, "mag")
-    center, _ = robust_mean_rms(mag[mask])
-    dmag: Array = mag - center
-    return dmag
-
-
-def _column(lc: pd.DataFrame, name: str) -> Array:
-    """A column as float64 (NaN when absent or missing)."""
-    if name not in lc:
-        return np.full(len(lc), np.nan)
-    values: Array = lc[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    return values
 
 
 def _ratio(numerator: Array, denominator: Array) -> Array:
@@ -219,7 +247,7 @@ class LightcurveStats:
 
 
 def lightcurve_stats(
-    lc: pd.DataFrame,
+    lc: Table,
     zero_point_mag: float,
     exptime_s: float | None = None,
     good: Array | None = None,
@@ -230,7 +258,7 @@ def lightcurve_stats(
 
     Parameters
     ----------
-    lc : pandas.DataFrame
+    lc : pandas.DataFrame or structured array
         A processed lightcurve (not modified); ``mjd`` gives the sampling.
     zero_point_mag : float
         See :func:`with_flux`.
@@ -259,14 +287,15 @@ def lightcurve_stats(
     if not scored:
         lc = scores(lc, zero_point_mag, good)
     mask = good_mask(lc, good)
-    flux = _finite(_column(lc, "flux")[mask])
-    mag_mean, mag_rms = _moments(_finite(_column(lc, "mag")[mask]))
+    all_flux = column(lc, "flux")
+    flux = _finite(all_flux[mask])
+    mag_mean, mag_rms = _moments(_finite(column(lc, "mag")[mask]))
     flux_mean, flux_rms = _moments(flux)
-    err_mean, _ = _moments(_finite(_column(lc, "fluxerr")[mask & np.isfinite(_column(lc, "flux"))]))
-    robust_mean, robust_rms = robust_mean_rms(flux)
-    dsnr_max, dsnr_min = _extremes(_column(lc, "dsnr")[mask])
-    dmag_max, dmag_min = _extremes(_column(lc, "dmag")[mask])
-    frame_rate_hz, uniform = sampling(_column(lc, "mjd"))
+    err_mean, _ = _moments(_finite(column(lc, "fluxerr")[mask & np.isfinite(all_flux)]))
+    robust_mean, robust_rms = flux_baseline(flux)
+    dsnr_max, dsnr_min = _extremes(column(lc, "dsnr")[mask])
+    dmag_max, dmag_min = _extremes(column(lc, "dmag")[mask])
+    frame_rate_hz, uniform = sampling(column(lc, "mjd"))
     return LightcurveStats(
         mag_mean=_opt(mag_mean),
         mag_rms=_opt(mag_rms),
@@ -298,16 +327,16 @@ def sampling(mjd: Array) -> tuple[float | None, bool | None]:
     if times.size < 2:
         return None, None
     steps = np.diff(times) * SECONDS_PER_DAY
-    step = float(np.median(steps))
+    step = median(steps)
     if step <= 0:
         return None, None
     uniform = bool(np.all(np.abs(steps - step) <= UNIFORM_TOLERANCE * step))
     return 1.0 / step, uniform
 
 
-def _median_exptime(lc: pd.DataFrame) -> float | None:
-    values = _finite(_column(lc, "exptime"))
-    return float(np.median(values)) if values.size else None
+def _median_exptime(lc: Table) -> float | None:
+    values = _finite(column(lc, "exptime"))
+    return median(values) if values.size else None
 
 
 def _finite(values: Array) -> Array:
@@ -319,7 +348,7 @@ def _moments(values: Array) -> tuple[float, float]:
     """(mean, std with ddof=0) of finite values; NaN for none, without numpy's warnings."""
     if values.size == 0:
         return math.nan, math.nan
-    return float(np.mean(values)), float(np.std(values))
+    return mean(values), std(values)
 
 
 def _extremes(values: Array) -> tuple[float, float]:

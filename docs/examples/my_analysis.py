@@ -11,6 +11,10 @@ Load it with::
 
 Only the steps that change are overridden; everything else (quality cuts, scores, statistics,
 injections, the rows written) stays the default.
+
+Tables are DataFrames or NumPy structured arrays (the processed one always is one): read a
+column with ``column(table, name)`` (float64) and extend the processed table with
+``add_column``; pandas stays at hand for the computing itself.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import pandas as pd
 
 from aretriever.science.analysis import Analysis
+from aretriever.science.columns import Records, Table, add_column, column
 from aretriever.science.finder import Event, Finder
 
 
 class BrighteningsOnly(Finder):
     """The default S/N finder, keeping flares and dropping dimmings."""
 
-    def find(self, lc: pd.DataFrame) -> list[Event]:
+    def find(self, lc: Table) -> list[Event]:
         return [event for event in super().find(lc) if event.snr > 0]
 
 
@@ -33,8 +38,7 @@ class NewAnalysis(Analysis):
 
     window = 5
 
-    def process(self, data: pd.DataFrame, zero_point_mag: float) -> pd.DataFrame:
+    def process(self, data: Table, zero_point_mag: float) -> Records:
         processed = super().process(data, zero_point_mag)
-        rolling = processed["mag"].rolling(self.window, center=True, min_periods=1)
-        processed["mag_running_median"] = rolling.median()
-        return processed
+        rolling = pd.Series(column(processed, "mag")).rolling(self.window, center=True, min_periods=1)
+        return add_column(processed, "mag_running_median", rolling.median().to_numpy())

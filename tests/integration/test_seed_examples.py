@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -85,6 +86,7 @@ def test_reducing_lightcurves_then_using_the_data(env, db_url: str, tmp_path: Pa
     lcs = obs.reduce(data, data_type="photometry")
     assert lcs and obs.pars.reducer.gap_days == 60
     assert all(isinstance(lc, Lightcurve) and len(lc.data) == lc.num_rows > 0 for lc in lcs)
+    assert all(isinstance(lc.data, pd.DataFrame) for lc in lcs)  # notebooks get frames from any reducer
 
     import matplotlib
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from aretriever.adapters.base import Fetched, ReducedLightcurve, Target
@@ -16,9 +18,10 @@ from aretriever.engine.pool import CpuJob, run_job
 from aretriever.errors import ConfigError
 from aretriever.science.analysis import Analysis, analysis_for, efficiency_table
 from aretriever.science.plugins import load_class
+from aretriever.science.stats import scores
 from aretriever.settings import AnalysisConfig, SimulatorConfig, TessReducerConfig, ZtfConfig
 from aretriever.store import paths
-from aretriever.store.hdf5 import read_image
+from aretriever.store.hdf5 import frame_to_records, read_image, records_to_frame
 from aretriever.store.models import Lightcurve
 from aretriever.testing.fake_archive import DATA_DIR, FakeArchive, Faults
 
@@ -112,7 +115,7 @@ def test_custom_classes_load_by_module_path(monkeypatch: pytest.MonkeyPatch, tes
     analysis = analysis_for(cfg)
     assert type(analysis).__name__ == "NewAnalysis" and type(analysis.finder).__name__ == "BrighteningsOnly"
     (lc,) = analysis.analyze(STAR, [tess_lightcurve]).lightcurves
-    assert "mag_running_median" in lc.processed
+    assert "mag_running_median" in lc.processed.dtype.names
     default = Analysis(AnalysisConfig()).analyze(STAR, [tess_lightcurve]).lightcurves[0]
     assert any(d["snr"] < 0 for d in default.detections)  # the real transit of TIC 55652896
     assert all(d["snr"] > 0 for d in lc.detections)
@@ -141,3 +144,23 @@ def test_a_lightcurve_row_plots_its_data(tess_lightcurve) -> None:
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_the_processed_table_is_the_pandas_one_built_once(ztf_body: bytes, tess_lightcurve) -> None:
+    adapter = ZtfAdapter(ZtfConfig())
+    curves = adapter.reduce(adapter.parse(Fetched(STAR, ztf_body, "recorded")), STAR)
+    analysis = Analysis(AnalysisConfig())
+    for lc in [*curves, tess_lightcurve]:
+        frame = lc.data if isinstance(lc.data, pd.DataFrame) else records_to_frame(lc.data)
+        zero_point = analysis.zero_point_mag(lc)
+        # independently: the steps on a DataFrame, one column at a time, converted by the writer
+        checked = analysis.quality.check(frame)
+        expected = frame_to_records(scores(checked, zero_point, good=~checked["flagged"].to_numpy()))
+        result = analysis.analyze_lightcurve(STAR, lc, 1)
+        assert isinstance(result.processed, np.ndarray)
+        assert result.processed.dtype == expected.dtype
+        assert result.processed.tobytes() == expected.tobytes()
+        # the lightcurve given as a DataFrame analyses to the same table, statistics and events
+        again = analysis.analyze_lightcurve(STAR, replace(lc, data=frame), 1)
+        assert again.processed.tobytes() == result.processed.tobytes()
+        assert again.stats == result.stats and again.detections == result.detections

@@ -24,6 +24,7 @@ from aretriever.adapters.tess_reduce import reduce_lightcurves as reduce_tess
 from aretriever.adapters.ztf import reduce_lightcurves as reduce_ztf
 from aretriever.science.finder import Event, Finder, MissingColumnsError
 from aretriever.settings import FinderConfig, QualityConfig, TessReducerConfig, ZtfReducerConfig
+from aretriever.store.hdf5 import records_to_frame
 from aretriever.testing.fake_archive import DATA_DIR
 
 ZTF_CSV = DATA_DIR / "ZTF_lightcurve.csv"
@@ -81,7 +82,7 @@ def ztf_lightcurve(band: str, season: int) -> pd.DataFrame:
     raw = pd.read_csv(ZTF_CSV).drop(columns=ADDED_COLUMNS)
     target = Target("WDJ000000", 359.99975, 51.39372)
     curves = reduce_ztf(raw, target, ZtfReducerConfig(drop_bad=False))
-    (lc,) = [lc.data for lc in curves if lc.filter == band and lc.meta["season"] == season]
+    (lc,) = [records_to_frame(lc.data) for lc in curves if lc.filter == band and lc.meta["season"] == season]
     return scores(lc, ZTF_ZP)
 
 

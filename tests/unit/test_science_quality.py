@@ -21,6 +21,7 @@ from aretriever.adapters.base import Target
 from aretriever.adapters.ztf import parse_lightcurve_table, reduce_lightcurves
 from aretriever.science.quality import QualityChecker, position_offset
 from aretriever.settings import QualityConfig, TessReducerConfig, ZtfReducerConfig
+from aretriever.store.hdf5 import records_to_frame
 from aretriever.testing.ztf_replay import recorded_irsa_csv
 
 STAR = Target("WDJ000000+512337", 0.0, 51.3937, 20.28)
@@ -31,7 +32,7 @@ ALERT = "hlsp_tess-data-alerts_tess_phot_00055652896-s01_tess_v1_lc.fits"
 def ztf_curves(ztf_csv: Path) -> list[pd.DataFrame]:
     raw = parse_lightcurve_table(recorded_irsa_csv(ztf_csv.parent))
     cfg = ZtfReducerConfig(mag_range=None, drop_bad=False)
-    return [lc.data for lc in reduce_lightcurves(raw, STAR, cfg)]
+    return [records_to_frame(lc.data) for lc in reduce_lightcurves(raw, STAR, cfg)]
 
 
 @pytest.fixture()

@@ -31,6 +31,7 @@ from aretriever.settings import (
     TessReducerConfig,
     ZtfReducerConfig,
 )
+from aretriever.store.hdf5 import records_to_frame
 from aretriever.testing.fake_archive import DATA_DIR
 
 PI_MEN = DATA_DIR / "tess" / "test-lc-tess-pimen-100-cadences.fits"
@@ -85,7 +86,7 @@ def pi_men() -> pd.DataFrame:
 def ztf_g0() -> pd.DataFrame:
     raw = pd.read_csv(ZTF_CSV).drop(columns=["Unnamed: 0", "snr", "peak_mag", "flux", "fluxerr"])
     curves = reduce_ztf(raw, Target("WD", 359.99975, 51.39372), ZtfReducerConfig(drop_bad=False))
-    (lc,) = [lc.data for lc in curves if lc.filter == "zg" and lc.meta["season"] == 0]
+    (lc,) = [records_to_frame(lc.data) for lc in curves if lc.filter == "zg" and lc.meta["season"] == 0]
     prepared: pd.DataFrame = scorer(ZTF_ZP)(lc)
     return prepared
 

@@ -26,12 +26,14 @@ from aretriever.adapters.ztf import parse_lightcurve_table, reduce_lightcurves
 from aretriever.science.stats import (
     LightcurveInputError,
     LightcurveStats,
+    flux_baseline,
     lightcurve_stats,
     robust_mean_rms,
     scores,
     with_flux,
 )
 from aretriever.settings import TessReducerConfig, ZtfReducerConfig
+from aretriever.store.hdf5 import records_to_frame
 from aretriever.store.models import Lightcurve
 from aretriever.testing.ztf_replay import recorded_irsa_csv
 
@@ -48,7 +50,7 @@ def ztf_curves(ztf_csv: Path) -> list[pd.DataFrame]:
     """Every season/filter lightcurve of the recorded star, flagged epochs kept."""
     raw = parse_lightcurve_table(recorded_irsa_csv(ztf_csv.parent))
     cfg = ZtfReducerConfig(mag_range=None, drop_bad=False)
-    return [lc.data for lc in reduce_lightcurves(raw, STAR, cfg)]
+    return [records_to_frame(lc.data) for lc in reduce_lightcurves(raw, STAR, cfg)]
 
 
 def _tess(shared_data: Path, name: str) -> pd.DataFrame:
@@ -363,3 +365,14 @@ def test_robust_statistics_of_values_whose_spread_underflows() -> None:
     )
     mean, rms = robust_mean_rms(values)
     assert math.isfinite(mean) and math.isfinite(rms) and abs(mean) < 1e-300
+
+
+def test_the_flux_baseline_is_remembered_by_content_only() -> None:
+    rng = np.random.default_rng(3)
+    flux = rng.normal(100.0, 5.0, 200)
+    moved = flux.copy()
+    moved[0] += 50.0
+    assert flux_baseline(flux) == robust_mean_rms(flux)
+    assert flux_baseline(moved) == robust_mean_rms(moved) != robust_mean_rms(flux)
+    flux[1] = np.nan  # non-finite values are left out, as robust_mean_rms leaves them out
+    assert flux_baseline(flux) == robust_mean_rms(flux)

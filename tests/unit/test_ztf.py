@@ -30,6 +30,7 @@ from aretriever.adapters.ztf import (
 )
 from aretriever.errors import ArchiveErrorPage, MalformedResponse, TransientFetchError
 from aretriever.settings import Credentials, ZtfConfig, ZtfReducerConfig
+from aretriever.store.hdf5 import frame_to_records, records_to_frame
 from aretriever.testing.fake_archive import DATA_DIR
 from aretriever.testing.ztf_replay import RECORDED_FILE, recorded_irsa_csv
 
@@ -271,13 +272,14 @@ def test_seasons_and_filters(raw: pd.DataFrame, star: Target) -> None:
     assert len(curves) == len(pairs) == 10
     assert sum(len(lc.data) for lc in curves) == len(kept)
     for lc in curves:
-        assert list(lc.data.columns) == list(COLUMNS)
-        assert lc.data["filtercode"].nunique() == 1 and lc.data["filtercode"].iloc[0] == lc.filter
-        assert lc.data["mjd"].is_monotonic_increasing
-        assert lc.data.index.equals(pd.RangeIndex(len(lc.data)))
-        assert lc.time_start_mjd == lc.data["mjd"].iloc[0]
-        assert lc.time_end_mjd == lc.data["mjd"].iloc[-1]
-        assert lc.meta["oids"] == sorted(set(lc.data["oid"].tolist()))
+        data = records_to_frame(lc.data)
+        assert list(data.columns) == list(COLUMNS)
+        assert data["filtercode"].nunique() == 1 and data["filtercode"].iloc[0] == lc.filter
+        assert data["mjd"].is_monotonic_increasing
+        assert data.index.equals(pd.RangeIndex(len(data)))
+        assert lc.time_start_mjd == data["mjd"].iloc[0]
+        assert lc.time_end_mjd == data["mjd"].iloc[-1]
+        assert lc.meta["oids"] == sorted(set(data["oid"].tolist()))
         assert lc.meta["season"] == int(np.searchsorted(season_starts, lc.time_start_mjd, "right") - 1)
     starts = [(lc.time_start_mjd, lc.filter) for lc in curves]
     assert starts == sorted(starts)
@@ -377,8 +379,8 @@ def test_drop_bad(raw: pd.DataFrame, star: Target) -> None:
     assert bad.sum() == 51
     dropped = reduce_lightcurves(raw, star, ZtfReducerConfig(drop_bad=True))
     kept_all = reduce_lightcurves(raw, star, ZtfReducerConfig(drop_bad=False))
-    rows_dropped = pd.concat([lc.data for lc in dropped])
-    rows_all = pd.concat([lc.data for lc in kept_all])
+    rows_dropped = pd.concat([records_to_frame(lc.data) for lc in dropped])
+    rows_all = pd.concat([records_to_frame(lc.data) for lc in kept_all])
     assert (rows_dropped["catflags"] == 0).all() and rows_dropped["mag"].notna().all()
     assert len(rows_dropped) == (~bad).sum()
     assert len(rows_all) == len(raw)
@@ -388,7 +390,7 @@ def test_drop_bad(raw: pd.DataFrame, star: Target) -> None:
 def test_input_is_not_mutated(raw: pd.DataFrame, star: Target) -> None:
     before = raw.copy(deep=True)
     curves = reduce_lightcurves(raw, star, ZtfReducerConfig(drop_bad=False))
-    curves[0].data.loc[0, "mag"] = -99.0  # results are not views of the input either
+    curves[0].data["mag"][0] = -99.0  # results are not views of the input either
     pd.testing.assert_frame_equal(raw, before)
 
 
@@ -400,7 +402,8 @@ def test_adapter_and_results_pickle(raw: pd.DataFrame, star: Target) -> None:
     curves = adapter.reduce(raw, star)
     again = pickle.loads(pickle.dumps(curves))
     assert [lc.filter for lc in again] == [lc.filter for lc in curves]
-    pd.testing.assert_frame_equal(again[3].data, curves[3].data)
+    assert again[3].data.dtype == curves[3].data.dtype
+    np.testing.assert_array_equal(again[3].data, curves[3].data)
     assert again[3].meta == curves[3].meta
 
 
@@ -450,3 +453,23 @@ def test_adapter_skips_what_ztf_cannot_see(body: bytes) -> None:
     assert fetched.no_data_reason is not None
     assert fetched.no_data_reason.startswith("below minimal declination")
     assert adapter.parse(Fetched(fetched.target, None)).empty
+
+
+@pytest.mark.parametrize("wide_ccd", [False, True])
+def test_lightcurves_are_what_the_writer_made_of_pandas_frames(
+    raw: pd.DataFrame, star: Target, wide_ccd: bool
+) -> None:
+    if wide_ccd:  # one filter's text one byte wider: only its lightcurves get the wider field
+        raw = raw.assign(ccdid=raw["ccdid"].where(raw["filtercode"] != "zr", "0x10"))
+    curves = reduce_lightcurves(raw, star, ZtfReducerConfig(drop_bad=False))
+    widths = set()
+    for lc in curves:
+        # independently: the rows picked and ordered by pandas, converted as the HDF5 writer does
+        picked = raw[
+            raw["oid"].isin(lc.meta["oids"]) & raw["mjd"].between(lc.time_start_mjd, lc.time_end_mjd)
+        ]
+        expected = frame_to_records(picked.sort_values("mjd", kind="stable").reset_index(drop=True))
+        assert isinstance(lc.data, np.ndarray)
+        assert lc.data.dtype == expected.dtype and lc.data.tobytes() == expected.tobytes()
+        widths.add(lc.data.dtype["ccdid"].itemsize)
+    assert widths == ({3, 4} if wide_ccd else {3})
