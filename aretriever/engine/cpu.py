@@ -93,8 +93,8 @@ class CpuRunner:
     executor
         Where batches run; None starts a forkserver process pool of ``workers`` processes.
     workers
-        The pool's size (None: one per core); ``workers + 1`` batches are kept in flight, so each
-        worker has one to start as soon as it finishes one.
+        The pool's size (None: one per core); ``2 * workers`` batches are kept in flight, so each
+        worker has the next one at hand while its last results travel back.
     max_batch, max_batch_bytes
         The most jobs, and fetched-body bytes, one trip carries; a single larger job goes alone.
     """
@@ -112,7 +112,7 @@ class CpuRunner:
         self._workers = workers
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
-        self.max_in_flight = (workers or os.cpu_count() or 1) + 1
+        self.max_in_flight = 2 * (workers or os.cpu_count() or 1)
         self._waiting: deque[_Waiting] = deque()
         self._in_flight = 0
 

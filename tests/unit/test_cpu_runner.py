@@ -202,7 +202,9 @@ async def test_a_cancelled_caller_s_job_is_not_sent() -> None:
     assert gone.cancelled()
 
 
-async def test_the_outcomes_of_cancelled_callers_are_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_outcomes_of_cancelled_callers_are_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ex = HeldExecutor()
     runner = CpuRunner(ex, workers=1)
     first = await busy(runner, ex)
