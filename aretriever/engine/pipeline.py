@@ -8,19 +8,16 @@ row writer. Any failure becomes a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import anyio
-
 from aretriever.adapters.base import Adapter, Fetched, Target
-from aretriever.engine.pool import CpuJob, CpuResult, ReducedTable, default_executor, run_job
+from aretriever.engine.cpu import CpuRunner as CpuRunner  # its home before engine/cpu
+from aretriever.engine.pool import CpuJob, CpuResult, ReducedTable
 from aretriever.engine.skipcheck import Action, Decision, Products
 from aretriever.engine.summary import Outcome
 from aretriever.errors import FetchError, MalformedResponse, StoreError
@@ -68,36 +65,6 @@ class Stores:
     files: FileWriter
     rows: RowWriter
     data_root: Path
-
-
-class CpuRunner:
-    """Runs :mod:`aretriever.engine.pool` jobs on an executor without blocking the loop.
-
-    Without an executor given, a process pool is started at the first job, so a run that only
-    skips (a resume) never pays for starting one.
-    """
-
-    def __init__(self, executor: Executor | None = None, workers: int | None = None) -> None:
-        self._executor = executor
-        self._owned: Executor | None = None
-        self._workers = workers
-
-    @property
-    def executor(self) -> Executor:
-        if self._executor is None:
-            self._executor = self._owned = default_executor(self._workers)
-        return self._executor
-
-    async def run(self, job: CpuJob) -> CpuResult:
-        # wrap_future: the loop keeps serving other sources while the pool works.
-        return await asyncio.wrap_future(self.executor.submit(run_job, job))
-
-    async def aclose(self) -> None:
-        """Shut down the pool this runner started (an executor given to it is the caller's)."""
-        if self._owned is not None:
-            owned, self._owned = self._owned, None
-            # shutdown() joins the worker processes; in a thread, so the loop stays responsive meanwhile.
-            await anyio.to_thread.run_sync(owned.shutdown)
 
 
 def _now() -> datetime:
