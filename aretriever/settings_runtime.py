@@ -129,9 +129,16 @@ class StoreConfig(Part):
     )
     # Operational: filters change the bytes on disk, never what a reader gets back. The names are
     # those of aretriever.store.hdf5.Compression (not imported: settings stay free of h5py).
-    compression: Literal["gzip", "lzf", "none"] = Field(
+    # Raw files are written once and kept; reduced files are rebuilt for every project version, so
+    # by default only the former pay for compression (docs/design.md, "Compression").
+    raw_compression: Literal["gzip", "lzf", "none"] = Field(
         "gzip",
-        description="HDF5 tables: gzip level 1 (any HDF5 tool reads it), lzf (faster, h5py only) or none",
+        description="raw HDF5 tables: gzip level 1 (any HDF5 tool reads it), lzf (faster, h5py only) or none",
+        json_schema_extra=OPERATIONAL,
+    )
+    reduced_compression: Literal["gzip", "lzf", "none"] = Field(
+        "none",
+        description="reduced HDF5 tables (rebuilt per project version): none, gzip or lzf",
         json_schema_extra=OPERATIONAL,
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ from aretriever.redact import redact
 from aretriever.retry import is_transient
 from aretriever.settings import AnalysisConfig, HistogramConfig
 from aretriever.store import paths, rows
-from aretriever.store.hdf5 import h5_nrows
+from aretriever.store.hdf5 import Compression, h5_nrows
 from aretriever.store.models import Stage
 from aretriever.store.rows import source_row as source_row  # its home before store/rows
 from aretriever.store.writers import FileWriter, RowWriter
@@ -58,13 +58,22 @@ class SourceResult:
     num_lightcurves: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FileCompression:
+    """How the pool compresses each kind of file (``store.raw_compression``/``reduced_compression``)."""
+
+    raw: Compression = "gzip"
+    reduced: Compression = "none"
+
+
 @dataclass(slots=True)
 class Stores:
-    """The two writer tasks and where files live."""
+    """The two writer tasks, where files live and how they are compressed."""
 
     files: FileWriter
     rows: RowWriter
     data_root: Path
+    compression: FileCompression = field(default_factory=FileCompression)
 
 
 def _now() -> datetime:
@@ -197,7 +206,8 @@ class SourcePipeline:
             target,
             reduce=reduce,
             analysis=self.analysis,
-            compression=self.stores.files.compression,
+            raw_compression=self.stores.compression.raw,
+            reduced_compression=self.stores.compression.reduced,
             histograms=bins,
             **source,
         )

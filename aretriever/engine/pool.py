@@ -54,7 +54,8 @@ class CpuJob:
     analysis: AnalysisConfig | None = None  # analyse the lightcurves too (needs ``reduce``)
     # the raw table's metadata, made by the event loop: ``fetched_at`` is when it was fetched
     raw_attrs: Mapping[str, Any] = field(default_factory=dict)
-    compression: Compression = DEFAULT_COMPRESSION
+    raw_compression: Compression = DEFAULT_COMPRESSION
+    reduced_compression: Compression = "none"
     histograms: HistogramConfig | None = None  # bin analysed scores in these bins (for the sink)
 
 
@@ -164,7 +165,7 @@ def _reduce(job: CpuJob, raw: pd.DataFrame) -> tuple[list[_Reduced], dict[str, A
 
 def _raw_image(job: CpuJob, raw: pd.DataFrame) -> bytes:
     tables: Tables = {paths.raw_key(job.target.name): (as_records(raw), job.raw_attrs)}
-    return build_h5_image(tables, job.compression)
+    return build_h5_image(tables, job.raw_compression)
 
 
 def _reduced_image(job: CpuJob, reduced: Sequence[_Reduced]) -> bytes | None:
@@ -178,7 +179,7 @@ def _reduced_image(job: CpuJob, reduced: Sequence[_Reduced]) -> bytes | None:
         )
         for number, r in enumerate(reduced, start=1)
     }
-    return build_h5_image(tables, job.compression)
+    return build_h5_image(tables, job.reduced_compression)
 
 
 def _read_raw(job: CpuJob) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import anyio
 from aretriever.adapters import available
 from aretriever.config import config_hash, to_yaml
 from aretriever.engine.histogram_file import HistogramFile
-from aretriever.engine.pipeline import Stores
+from aretriever.engine.pipeline import FileCompression, Stores
 from aretriever.engine.skipcheck import Products
 from aretriever.settings import Config
 from aretriever.store import owners, paths, product_folders
@@ -58,12 +58,13 @@ async def open_stores(
     await migrate(db)
     sessions = session_factory(db)
     files = await stack.enter_async_context(
-        FileWriter(fsync=cfg.store.fsync, compression=cfg.store.compression)
+        FileWriter(fsync=cfg.store.fsync, compression=cfg.store.raw_compression)
     )
     rows = await stack.enter_async_context(
         RowWriter(sessions, batch_rows=cfg.store.db_batch_rows, batch_ms=cfg.store.db_batch_ms)
     )
-    return Stores(files, rows, data_root), sessions
+    compression = FileCompression(cfg.store.raw_compression, cfg.store.reduced_compression)
+    return Stores(files, rows, data_root, compression), sessions
 
 
 async def claim_data_root(

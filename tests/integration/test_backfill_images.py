@@ -15,12 +15,16 @@ from aretriever.store import paths
 from aretriever.store.hdf5 import read_attrs
 
 
-@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+@pytest.mark.parametrize(
+    ("compression", "reduced_compression"), [("gzip", "none"), ("lzf", "none"), ("gzip", "gzip")]
+)
 def test_a_run_writes_compressed_files_within_one_and_a_half_times_the_answers(
-    run_cli, archive, tmp_path: Path, compression: str
+    run_cli, archive, tmp_path: Path, compression: str, reduced_compression: str
 ) -> None:
     before = datetime.now().astimezone()
-    assert run_cli("--set", f"store.compression={compression}", size=2) == 0
+    settings = ("--set", f"store.raw_compression={compression}")
+    settings += ("--set", f"store.reduced_compression={reduced_compression}")
+    assert run_cli(*settings, size=2) == 0
     root = tmp_path / "data"
     catalog = pd.concat(list(GeneratedCatalog(2).iter_chunks()))
     answers = on_disk = 0
@@ -35,7 +39,8 @@ def test_a_run_writes_compressed_files_within_one_and_a_half_times_the_answers(
         assert before <= datetime.fromisoformat(attrs["fetched_at"]) <= datetime.now().astimezone()
         assert attrs["source_name"] == row["name"] and attrs["observatory"] == "ztf"
         with h5py.File(reduced) as h5:
-            assert all(h5[key].compression == compression for key in h5)
+            expected = None if reduced_compression == "none" else reduced_compression
+            assert all(h5[key].compression == expected for key in h5)
             assert all({"snr", "dmag", "flagged"} <= set(h5[key].dtype.names) for key in h5)
         answers += len(archive.archive.ztf.answer(row["ra"], row["dec"], 32768))
         on_disk += raw.stat().st_size + reduced.stat().st_size

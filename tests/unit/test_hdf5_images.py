@@ -155,7 +155,8 @@ def test_a_failing_image_write_leaves_nothing_and_keeps_the_old_file(
     assert path.read_bytes() == old
 
 
-def test_the_setting_offers_exactly_the_store_compressions() -> None:
-    field = StoreConfig.model_fields["compression"]
+@pytest.mark.parametrize("name", ["raw_compression", "reduced_compression"])
+def test_the_settings_offer_exactly_the_store_compressions(name: str) -> None:
+    field = StoreConfig.model_fields[name]
     assert set(get_args(field.annotation)) == set(hdf5.COMPRESSIONS)
-    assert field.default == hdf5.DEFAULT_COMPRESSION
+    assert StoreConfig.model_fields["raw_compression"].default == hdf5.DEFAULT_COMPRESSION

@@ -26,14 +26,15 @@ def fetched() -> Fetched:
     return Fetched(STAR, FakeArchive(Faults()).ztf.answer(STAR.ra_deg, STAR.dec_deg, 32768), "recorded")
 
 
-def _job(fetched: Fetched, compression: Compression = "gzip") -> CpuJob:
+def _job(fetched: Fetched, compression: Compression = "gzip", reduced: Compression = "none") -> CpuJob:
     return CpuJob(
         ZtfAdapter(ZtfConfig()),
         STAR,
         fetched,
         analysis=AnalysisConfig(),
         raw_attrs=ATTRS,
-        compression=compression,
+        raw_compression=compression,
+        reduced_compression=reduced,
         histograms=HistogramConfig(),
     )
 
@@ -89,13 +90,13 @@ def test_a_source_takes_at_most_one_and_a_half_times_its_archive_answer_on_disk(
 def test_other_compressions_store_the_same_tables(
     fetched: Fetched, result: CpuResult, compression: Compression
 ) -> None:
-    other = run_job(_job(fetched, compression))
+    other = run_job(_job(fetched, compression, compression))
     assert other.raw_image is not None and result.raw_image is not None
     key = paths.raw_key(STAR.name)
     a, _ = read_image(other.raw_image, key)
     b, _ = read_image(result.raw_image, key)
     assert a.equals(b)
-    if compression == "none":  # what the default saves on this star
+    if compression == "none":  # what compressing the raw file saves on this star
         assert other.reduced_image is not None and len(other.raw_image) + len(
             other.reduced_image
         ) > 1.5 * len(fetched.body or b"")
