@@ -25,7 +25,7 @@ from pydantic_core import to_jsonable_python
 from aretriever.redact import redact
 from aretriever.settings import Config, Credentials, adapter_config_model, submodel
 
-__all__ = ["code_version", "config_hash", "public_dict", "to_yaml"]
+__all__ = ["code_version", "config_hash", "products_hash", "public_dict", "to_yaml"]
 
 Tree = dict[str, Any]
 
@@ -113,10 +113,29 @@ def config_hash(cfg: Config, code_version: str | None = None) -> str:
         "config": _dump(cfg, operational=False),
         "code_version": _current_code_version() if code_version is None else code_version,
     }
+    return _sha256(payload)
+
+
+def _sha256(payload: Tree) -> str:
     # Sorted keys and fixed separators: the same config hashes the same in any process, whatever
     # the order its layers were merged in.
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def products_hash(cfg: Config, observatory: str) -> str:
+    """Hex sha256 of what shapes one observatory's products made from stored raw data.
+
+    That is the observatory's section and the analysis, without operational fields, credentials
+    or the code version. An unversioned project re-analyses a source whose products were made
+    with another value: the catalog and project sections choose which sources, not what their
+    products are, and a new commit (a typo fixed) must not re-analyse a million sources.
+    """
+    payload = {
+        "observatory": _dump(cfg.observatories, operational=False).get(observatory),
+        "analysis": _dump(cfg.analysis, operational=False),
+    }
+    return _sha256(payload)
 
 
 def _scalar(value: Any) -> str:

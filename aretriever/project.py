@@ -11,7 +11,10 @@
 With ``version_control`` (alias ``vc``) the products go to ``DATA_ROOT/<PROJECT>_<cfg hash>`` and
 the folder holds the ``config.yaml`` they were made with (no secrets), so a changed parameter
 gives a new folder while raw data, shared by every project, is reused. Without it products go to
-``DATA_ROOT/<PROJECT>`` and are reused whatever the parameters (the seed's behaviour).
+``DATA_ROOT/<PROJECT>`` and a changed parameter overwrites them: each product row records the
+hash of the settings it was made with (the observatory's section and the analysis), and a run with
+other settings re-reduces and re-analyses those sources from their raw files, asking the archive
+nothing. Operational settings (rates, workers, paths) and the catalog do not count.
 
 ``run`` is synchronous, for notebooks and scripts: it drives the async engine on its own event
 loop (in a thread when the caller already runs one, as Jupyter does). ``arun`` is the same for

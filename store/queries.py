@@ -21,6 +21,7 @@ from sqlalchemy.orm import selectinload
 from aretriever.errors import StoreError
 
 from .models import Detection, Failure, Lightcurve, Properties, RawPhotometry, Source
+from .rows import MADE_WITH
 
 #: a session factory, as callers outside store/ name it (they need not import SQLAlchemy)
 Sessions: TypeAlias = async_sessionmaker[AsyncSession]
@@ -89,6 +90,68 @@ async def analysed(
         p.source_name.in_(list(names)),
     )
     return {name: n for name, n in await session.execute(query)}
+
+
+def _made_with(
+    analysed: bool,
+) -> tuple[type[Properties] | type[Lightcurve], sa.ColumnElement[str], list[sa.ColumnElement[bool]]]:
+    """The table whose rows say what a source's products were made with, and their stamp.
+
+    With analysis the ``properties`` row, written last, is the record; without, the real lightcurves.
+    """
+    if analysed:
+        return Properties, Properties.meta[MADE_WITH].as_string(), []
+    return Lightcurve, Lightcurve.meta[MADE_WITH].as_string(), [Lightcurve.simulation_number == 0]
+
+
+async def made_with(
+    session: AsyncSession,
+    observatory: str,
+    names: Sequence[str],
+    project: str,
+    cfg_hash: str,
+    *,
+    analysed: bool,
+) -> dict[str, frozenset[str | None]]:
+    """The products hashes each source's stored products were made with (None: not recorded)."""
+    model, stamp, extra = _made_with(analysed)
+    query = (
+        sa.select(model.source_name, stamp)
+        .where(
+            model.observatory == observatory,
+            *_mine(model, project, cfg_hash),
+            *extra,
+            model.source_name.in_(list(names)),
+        )
+        .distinct()
+    )
+    stamps: dict[str, set[str | None]] = {}
+    for name, value in await session.execute(query):
+        stamps.setdefault(name, set()).add(value)
+    return {name: frozenset(values) for name, values in stamps.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Outdated:
+    """How many sources have products made with another hash than ``current``, and those hashes."""
+
+    sources: int
+    hashes: list[str | None]
+
+
+async def outdated(
+    sessions: Sessions, observatory: str, project: str, cfg_hash: str, current: str, *, analysed: bool
+) -> Outdated:
+    """The sources whose products of ``observatory`` were made with another hash (or none recorded)."""
+    model, stamp, extra = _made_with(analysed)
+    where = [model.observatory == observatory, *_mine(model, project, cfg_hash), *extra]
+    where.append(stamp.is_distinct_from(current))
+    count = sa.select(sa.func.count(sa.distinct(model.source_name))).where(*where)
+    # a few are enough to name in a log line; more than one only after a change mid-way through
+    hashes = sa.select(stamp).where(*where).distinct().limit(3)
+    async with sessions() as session:
+        n = await session.scalar(count)
+        return Outdated(int(n or 0), list(await session.scalars(hashes)) if n else [])
 
 
 async def open_failures(

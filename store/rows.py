@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from . import paths
 from .models import (
@@ -143,12 +143,23 @@ def upsert_raw(rows: Sequence[Row]) -> Upsert:
 # -------------------------------------------------------------------------------- lightcurves
 
 
+#: ``meta`` key of lightcurve and properties rows: the products hash they were made with, so an
+#: unversioned project (``cfg_hash`` '') knows, source by source, what to re-analyse
+MADE_WITH: Final = "made_with"
+
+
+def _stamped(meta: Mapping[str, Any] | None, made_with: str | None) -> dict[str, Any]:
+    return {**(meta or {}), MADE_WITH: made_with} if made_with else dict(meta or {})
+
+
 def product_key(name: str, observatory: str, project: str, cfg_hash: str) -> Row:
     """What identifies a source's products of one project version in one observatory."""
     return {"source_name": name, "observatory": observatory, "project": project, "cfg_hash": cfg_hash}
 
 
-def lightcurve_rows(key: Mapping[str, Any], relpath: str, nbytes: int, tables: Sequence[Any]) -> list[Row]:
+def lightcurve_rows(
+    key: Mapping[str, Any], relpath: str, nbytes: int, tables: Sequence[Any], made_with: str | None = None
+) -> list[Row]:
     """One ``lightcurves`` row per reduced table (``num_rows``, ``filter``, ``meta``, ``stats``, times)."""
     total = len(tables)
     return [
@@ -164,7 +175,7 @@ def lightcurve_rows(key: Mapping[str, Any], relpath: str, nbytes: int, tables: S
             "filter": lc.filter,
             "time_start_mjd": lc.time_start_mjd,
             "time_end_mjd": lc.time_end_mjd,
-            "meta": dict(lc.meta),
+            "meta": _stamped(lc.meta, made_with),
             **lc.stats,
         }
         for number, lc in enumerate(tables, start=1)
@@ -198,13 +209,18 @@ def replace_detections(key: Mapping[str, Any], rows: Sequence[Row]) -> Replace:
     return Replace(Detection, dict(key), list(rows))
 
 
-def properties_row(key: Mapping[str, Any], properties: Mapping[str, Any] | None) -> Row:
+def properties_row(
+    key: Mapping[str, Any], properties: Mapping[str, Any] | None, made_with: str | None = None
+) -> Row:
     """The ``properties`` row that marks a source analysed for a project version."""
-    return {**key, **(properties or {})}
+    row = {**key, **(properties or {})}
+    return {**row, "meta": _stamped(row.get("meta"), made_with)} if made_with else row
 
 
-def upsert_properties(key: Mapping[str, Any], properties: Mapping[str, Any] | None) -> Upsert:
-    return Upsert(Properties, [properties_row(key, properties)], tuple(key))
+def upsert_properties(
+    key: Mapping[str, Any], properties: Mapping[str, Any] | None, made_with: str | None = None
+) -> Upsert:
+    return Upsert(Properties, [properties_row(key, properties, made_with)], tuple(key))
 
 
 # ------------------------------------------------------------------------------------ failures

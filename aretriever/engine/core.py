@@ -44,7 +44,7 @@ from aretriever.engine.lanes import (
 )
 from aretriever.engine.pipeline import CpuRunner, SourceResult, Stores
 from aretriever.engine.resources import products_for, write_version_config
-from aretriever.engine.skipcheck import check_batch
+from aretriever.engine.skipcheck import check_batch, report_changed_config
 from aretriever.engine.summary import RunSummary
 from aretriever.errors import ConfigError, cause
 from aretriever.settings import Config, LaneConfig
@@ -253,6 +253,7 @@ class Engine:
                 stack, self.data_root, self.observatories, self.products
             )
             self.histograms = await resources.open_products(stack, self.cfg, self.data_root, self.products)
+            await report_changed_config(self._sessions, self.products, self.observatories)
             parts = LaneParts(cpu, stores, self.products, self._catalog_name, self.histograms)
             for name, adapter in self._adapters.items():
                 self._lanes[name] = await open_lane(

@@ -249,7 +249,8 @@ class SourcePipeline:
         # Counted after the file write, so the histograms only ever describe stored lightcurves.
         if self.histograms is not None and self.analysis is not None:
             await self.histograms.add(target, lcs, self.observatory)
-        return rows.lightcurve_rows(self._product_key(target), relpath, nbytes, lcs)
+        made_with = self.products.stamp(self.observatory)
+        return rows.lightcurve_rows(self._product_key(target), relpath, nbytes, lcs, made_with)
 
     async def _reduce_stored(self, d: Decision, outcome: Outcome) -> SourceResult:
         target = d.target
@@ -305,7 +306,8 @@ class SourcePipeline:
         key = self._product_key(target)
         detections = rows.detection_rows(key, (lc.detections for lc in result.lightcurves))
         await self.stores.rows.put(rows.replace_detections(key, detections))
-        await self.stores.rows.put(rows.upsert_properties(key, result.properties))
+        made_with = self.products.stamp(self.observatory)
+        await self.stores.rows.put(rows.upsert_properties(key, result.properties, made_with))
 
     async def _fail(self, d: Decision, stage: Stage, exc: BaseException) -> SourceResult:
         reason = _failure_reason(exc)

@@ -15,6 +15,7 @@ import anyio
 
 from aretriever.adapters import available
 from aretriever.config import config_hash, to_yaml
+from aretriever.config_output import products_hash
 from aretriever.engine.histogram_file import HistogramFile
 from aretriever.engine.pipeline import FileCompression, Stores
 from aretriever.engine.skipcheck import Products
@@ -35,14 +36,27 @@ def products_for(cfg: Config, *, reduce: bool, analyze: bool = False) -> Product
     digest = config_hash(cfg) if cfg.project.version_control else ""
     folder = paths.product_folder(cfg.project.name, digest or None)
     check_project_folder(cfg.project.name, folder, [*available(), *cfg.project.obs_names])
+    # Recorded on every product row; without version control the skip check re-analyses a source
+    # whose record differs, so a changed setting overwrites the products instead of being ignored.
+    made_with = {obs.lower(): products_hash(cfg, obs.lower()) for obs in cfg.project.obs_names}
     # analysis scores reduced lightcurves, so it is off whenever reduction is
-    return Products(cfg.project.name, digest, folder, reduce, analyze and reduce)
+    return Products(cfg.project.name, digest, folder, reduce, analyze and reduce, made_with)
 
 
 def write_version_config(cfg: Config, folder: Path, digest: str) -> Path:
-    """``<folder>/config.yaml``: the parameters a versioned product folder was made with (no secrets)."""
+    """``<folder>/config.yaml``: the parameters a product folder was made with (no secrets).
+
+    An unversioned folder's (``digest`` '') is its latest run's: its products may be a mix until
+    a run completes, so its header points to the per-row record the skip check goes by.
+    """
     path = folder / "config.yaml"
-    text = f"# project {cfg.project.name}, config hash {digest}\n" + to_yaml(cfg)
+    header = (
+        f"# project {cfg.project.name}, config hash {digest}\n"
+        if digest
+        else f"# project {cfg.project.name}, unversioned: the config of its latest run; each product row"
+        f" records the products hash it was made with (meta.made_with)\n"
+    )
+    text = header + to_yaml(cfg)
     with atomic_path(path, f"project {cfg.project.name}") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
@@ -94,7 +108,7 @@ async def open_products(
     """Claim the product folder, record a versioned folder's config; the histograms when analysing."""
     if products.reduce:
         await anyio.to_thread.run_sync(product_folders.claim, data_root, products.folder, products.project)
-    if products.cfg_hash:
+    if products.cfg_hash or products.reduce:
         folder = paths.resolve(data_root, products.folder)
         await anyio.to_thread.run_sync(write_version_config, cfg, folder, products.cfg_hash)
     if not products.analyze:

@@ -3,14 +3,18 @@
 A source is skipped without any request when its raw row is stored and its file is on disk with
 the recorded size (and, with ``verify``, opens); a row whose file is gone or changed is fetched
 again; a file without a row is re-linked; raw data without the project's lightcurves, or not yet
-analysed for the project and config hash, is reduced (and analysed) again from disk.
+analysed for the project and config hash, is reduced (and analysed) again from disk. Without
+version control (one folder, ``cfg_hash`` '') so are products made with another products hash
+than this run's: each product row records its own, so a run stopped half-way is finished by the
+next one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +28,8 @@ from aretriever.store.hdf5 import verify_h5
 from aretriever.store.models import RawStatus
 from aretriever.store.queries import Sessions
 from aretriever.store.queries import StoredRaw as StoredRaw  # its home before store/queries
+
+log = logging.getLogger("aretriever.engine.skipcheck")
 
 
 class Action(StrEnum):
@@ -45,6 +51,16 @@ class Products:
     folder: str  # relative to DATA_ROOT
     reduce: bool = True
     analyze: bool = False  # a source is done once analysed (a ``properties`` row)
+    # per observatory, the products hash (config_output.products_hash) recorded on the product rows
+    made_with: Mapping[str, str] = field(default_factory=dict)
+
+    def stamp(self, observatory: str) -> str | None:
+        """The products hash this run records on the rows it writes for ``observatory``."""
+        return self.made_with.get(observatory)
+
+    def required_stamp(self, observatory: str) -> str | None:
+        """The hash stored products must carry to be reused; None: any (the folder is the version)."""
+        return None if self.cfg_hash or not self.reduce else self.stamp(observatory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +126,19 @@ def decide(
     analysed: int | None = None,
     stale: bool = False,
     backing_off: bool = False,
+    config_changed: bool = False,
 ) -> tuple[Action, str]:
     """The action for one source (pure).
 
     ``lightcurves`` is the reduced file's state (None: no rows); ``analysed`` is the number of
     lightcurves its ``properties`` row counts (None: not analysed for this project and hash).
     ``stale``: the raw data is older than the refresh age. ``backing_off``: the source failed
-    recently, and anything but a skip or re-link waits for the back-off to pass.
+    recently, and anything but a skip or re-link waits for the back-off to pass. ``config_changed``:
+    the stored products were made with another products hash (unversioned projects).
     """
-    action, reason = _decide(row, raw_file, lightcurves, needs_reduction, needs_analysis, analysed, stale)
+    action, reason = _decide(
+        row, raw_file, lightcurves, needs_reduction, needs_analysis, analysed, stale, config_changed
+    )
     # Skip and re-link make no request, so a recent failure has no reason to hold them back.
     if backing_off and action not in (Action.SKIP, Action.RELINK):
         return Action.SKIP, f"failed recently: {action.value} waits for the back-off"
@@ -133,6 +153,7 @@ def _decide(
     needs_analysis: bool,
     analysed: int | None,
     stale: bool,
+    config_changed: bool,
 ) -> tuple[Action, str]:
     if row is None:
         # Files before rows makes this the state a crash leaves behind; re-linking saves a request.
@@ -148,6 +169,16 @@ def _decide(
     # An EMPTY or NO_DATA row has nothing to reduce.
     if not needs_reduction or row.status != RawStatus.OK:
         return Action.SKIP, "stored"
+    # Before the "done" answers below: those products exist, but were made with other settings.
+    if config_changed:
+        return Action.REDUCE, "config changed since its products were made"
+    return _decide_products(lightcurves, needs_analysis, analysed)
+
+
+def _decide_products(
+    lightcurves: FileState | None, needs_analysis: bool, analysed: int | None
+) -> tuple[Action, str]:
+    """Stored raw data to reduce: whether the project's products are there."""
     if needs_analysis and analysed is None:
         return Action.REDUCE, "not analysed for this project"
     # Analysed and found no lightcurves: reducing again would only find none again.
@@ -233,6 +264,12 @@ async def check_batch(
         )
         analysed = await queries.analysed(session, observatory, names, *version) if products.analyze else {}
         failures, failed_at = await queries.open_failures(session, observatory, names)
+        required = products.required_stamp(observatory)
+        stamps = (
+            await queries.made_with(session, observatory, names, *version, analysed=products.analyze)
+            if required
+            else {}
+        )
 
     def on_disk() -> list[Decision]:
         # NO_DATA rows have no file, so they must not make an empty folder look like a missing mount.
@@ -268,8 +305,38 @@ async def check_batch(
             analysed=analysed.get(target.name),
             stale=_before(row.fetched_at if row else None, refetch_before),
             backing_off=last_failure is not None and retry_before is not None and last_failure > retry_before,
+            config_changed=bool(stamps.get(target.name, frozenset()) - {required}),
         )
         return Decision(target, action, relpath, reason, failed)
 
     # Thousands of stats (and with ``verify`` HDF5 opens) per batch would stall the loop's requests.
     return await anyio.to_thread.run_sync(on_disk)
+
+
+async def report_changed_config(sessions: Sessions, products: Products, observatories: Sequence[str]) -> int:
+    """Log, once at the start, how many sources an unversioned project re-analyses; return the count.
+
+    The skip check decides source by source; this only tells the operator why a run that would
+    have skipped everything is reducing again.
+    """
+    total = 0
+    for observatory in observatories:
+        current = products.required_stamp(observatory)
+        if current is None:
+            continue
+        found = await queries.outdated(
+            sessions, observatory, products.project, products.cfg_hash, current, analysed=products.analyze
+        )
+        if found.sources:
+            old = ", ".join(h[:12] if h else "not recorded" for h in found.hashes)
+            log.warning(
+                "project %s: config changed since its %s products were made (hash %s -> %s); re-analysing %d"
+                " sources from their raw files (no archive request)",
+                products.project,
+                observatory,
+                old,
+                current[:12],
+                found.sources,
+            )
+        total += found.sources
+    return total
