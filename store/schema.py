@@ -117,6 +117,7 @@ _NOT_LITERAL = object()  # a computed value: not the plain chain script_head() u
 def _revision_fields(path: Path) -> dict[str, object]:
     fields: dict[str, object] = {}
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        targets: list[ast.expr]
         if isinstance(node, ast.AnnAssign) and node.value is not None:
             targets, value = [node.target], node.value
         elif isinstance(node, ast.Assign):
