@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
+from aretriever.cli.exits import leave
 from aretriever.cli.fetch import main
 
 __all__ = ["main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

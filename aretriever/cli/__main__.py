@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
+from aretriever.cli.exits import leave
 from aretriever.cli.main import main
 
-sys.exit(main())
+leave(main())

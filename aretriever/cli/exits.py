@@ -10,10 +10,11 @@ passes through :func:`aretriever.redact.redact`, so no password leaves in an err
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NoReturn
 
 from aretriever.errors import AretrieverError, CatalogError, ConfigError, StorageFault, cause
 from aretriever.redact import redact
@@ -49,3 +50,16 @@ def report(error: BaseException) -> int:
     print(redact(text), end="", file=sys.stderr)
     print(f"error: unexpected {type(error).__name__}: {redact(str(error))}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def leave(code: int) -> NoReturn:
+    """End this process with ``code``: only for ``__main__``, once the command has returned.
+
+    At exit the interpreter runs full garbage collections over every object the imports made
+    (pandas, SQLAlchemy, h5py: ~0.3 s on a loaded machine), none of which is garbage; frozen
+    objects are skipped. Everything a command must leave behind is written before it returns;
+    atexit handlers and the flushes of logs and streams still run. A caller that goes on (tests
+    calling ``main``) must not freeze: its later garbage would never be collected.
+    """
+    gc.freeze()
+    raise SystemExit(code)

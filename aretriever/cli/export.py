@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aretriever.cli.exits import EXIT_OK, exit_code
+from aretriever.cli.exits import EXIT_OK, exit_code, leave
 from aretriever.cli.options import add_config_options, config_from_args
 from aretriever.cli.plot import read_source
 from aretriever.errors import ExportError
@@ -71,4 +70,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

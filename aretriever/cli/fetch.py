@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aretriever.catalogs.core import Catalog, GeneratedCatalog, SearchableCatalog, open_catalog
-from aretriever.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
+from aretriever.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code, leave
 from aretriever.cli.options import add_config_options, add_log_options, config_from_args
 from aretriever.engine.core import Engine
 from aretriever.engine.pipeline import SourceResult
@@ -190,4 +190,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from aretriever.cli import export, fetch, plot, populate
-from aretriever.cli.exits import EXIT_OK, EXIT_USAGE, exit_code
+from aretriever.cli.exits import EXIT_OK, EXIT_USAGE, exit_code, leave
 from aretriever.cli.options import add_config_options, config_from_args
 from aretriever.config import config_hash, to_yaml
 from aretriever.service import daemon
@@ -94,4 +94,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    leave(main())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from aretriever.cli.exits import EXIT_OK, exit_code
+from aretriever.cli.exits import EXIT_OK, exit_code, leave
 from aretriever.cli.options import add_config_options, config_from_args
 from aretriever.settings import Config
 from aretriever.store import db, paths, queries
@@ -181,4 +180,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aretriever.catalogs.core import SearchableCatalog, open_catalog
-from aretriever.cli.exits import EXIT_FAILED, EXIT_OK, exit_code
+from aretriever.cli.exits import EXIT_FAILED, EXIT_OK, exit_code, leave
 from aretriever.cli.options import add_config_options, add_log_options, config_from_args
 from aretriever.service.logs import configure_cli
 from aretriever.service.populate import PopulateSummary, populate
@@ -80,4 +80,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
