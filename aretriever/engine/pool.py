@@ -7,7 +7,6 @@ Parsing belongs here with the reduction: on the event loop it would stall every 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import select
 import threading
@@ -22,6 +21,7 @@ import pandas as pd
 
 from aretriever.adapters.base import Adapter, Fetched, ReducedLightcurve, Target
 from aretriever.engine.score_bins import bin_scores
+from aretriever.engine.workers import WorkerContext
 from aretriever.science.analysis import LightcurveResult, analysis_for
 from aretriever.science.binning import Binned
 from aretriever.science.histograms import ScoreHistograms
@@ -197,11 +197,12 @@ PARENT_POLL_S = 1.0  # how often a worker without pidfd support checks that its 
 def default_executor(workers: int | None) -> ProcessPoolExecutor:
     """A process pool started by a fork server: workers never inherit the loop's threads or locks.
 
-    Each worker watches the process that made the pool and exits when it dies, even by SIGKILL:
-    its parent is the fork server, not that process, and it would otherwise wait forever on a
-    queue whose write end it holds itself. (The fork server exits on its own when its owner goes.)
+    Nor do they run the user's script again (see :mod:`aretriever.engine.workers`). Each worker
+    watches the process that made the pool and exits when it dies, even by SIGKILL: its parent is
+    the fork server, not that process, and it would otherwise wait forever on a queue whose write
+    end it holds itself. (The fork server exits on its own when its owner goes.)
     """
-    context = multiprocessing.get_context("forkserver")
+    context = WorkerContext()
     preload = [
         "aretriever.engine.pool",
         "aretriever.adapters.ztf",

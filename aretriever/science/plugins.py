@@ -17,6 +17,9 @@ SEED_MODULES: Final = {
     "src.simulator": "aretriever.science.simulator",
 }
 
+# the script being run: ``__main__`` here, ``__mp_main__`` where multiprocessing re-ran it
+MAIN_MODULES: Final = frozenset({"__main__", "__mp_main__"})
+
 
 def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
     """The class ``name`` of ``module``, checked to be ``base`` or a subclass of it.
@@ -33,9 +36,18 @@ def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
     Raises
     ------
     ConfigError
-        The module cannot be imported, has no such class, or the class does not extend ``base``.
+        The module is the script being run (``__main__``), cannot be imported, has no such
+        class, or the class does not extend ``base``.
     """
     module = SEED_MODULES.get(module, module)
+    if module in MAIN_MODULES:
+        # found here, at config load, a class of the script would be missing in every pool worker:
+        # they do not run the user's script (see aretriever.engine.workers)
+        raise ConfigError(
+            f"config: {key}: class {name!r} is in the script being run ({module}): the worker"
+            " processes cannot load it from there; move it to an importable module (e.g. a .py file"
+            " beside the script) and name that module instead"
+        )
     try:
         found = importlib.import_module(module)
     except ImportError as exc:

@@ -133,6 +133,13 @@ def test_custom_code_errors_name_the_setting() -> None:
         load_class("aretriever.science.finder", "Finder", Analysis, "analysis.analysis_class")
 
 
+@pytest.mark.parametrize("module", ["__main__", "__mp_main__"])
+def test_a_class_of_the_script_being_run_is_refused(module: str) -> None:
+    # the pool's workers do not run the script: its classes would be missing there
+    with pytest.raises(ConfigError, match=r"class 'MyAnalysis' is in the script being run.*importable module"):
+        load_class(module, "MyAnalysis", Analysis, "analysis.analysis_class")
+
+
 def test_a_lightcurve_row_plots_its_data(tess_lightcurve) -> None:
     import matplotlib
 
