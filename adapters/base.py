@@ -11,11 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
+
+#: a raw table: a DataFrame, or a NumPy structured array (one field per column, text as ``S<n>``
+#: UTF-8 bytes: the layout the raw HDF5 file stores)
+RawTable: TypeAlias = pd.DataFrame | np.ndarray[Any, Any]
+#: what an adapter's ``reduce`` is handed for a raw table read back from its file
+RawTableKind: TypeAlias = Literal["frame", "records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +128,13 @@ class ReducedLightcurve:
 
 @runtime_checkable
 class Adapter(Protocol):
-    """One archive. Adapters never open sessions, retry, sleep on their own, or store anything."""
+    """One archive. Adapters never open sessions, retry, sleep on their own, or store anything.
+
+    An adapter may set the class attribute ``raw_table = "records"`` (see :func:`raw_table_kind`):
+    a raw table read back from its file (a re-analysis) is then handed to :meth:`reduce` as the
+    stored structured array; without it, as a DataFrame. It is not part of the protocol, so that
+    adapters written before it (TESS, third parties) still are adapters.
+    """
 
     name: ClassVar[str]
 
@@ -134,13 +146,24 @@ class Adapter(Protocol):
         """Ask the archive for ``target``'s photometry."""
         ...
 
-    def parse(self, fetched: Fetched) -> pd.DataFrame:
-        """Turn the archive's body into the raw table (pure; runs in the process pool)."""
+    def parse(self, fetched: Fetched) -> RawTable:
+        """Turn the archive's body into the raw table, a DataFrame or a structured array (pure;
+        runs in the process pool). The raw file stores it as a structured array."""
         ...
 
-    def reduce(self, raw: pd.DataFrame, target: Target) -> list[ReducedLightcurve]:
-        """Reduce a raw table to lightcurves (pure; runs in the process pool)."""
+    def reduce(self, raw: RawTable, target: Target) -> list[ReducedLightcurve]:
+        """Reduce a raw table to lightcurves (pure; runs in the process pool).
+
+        ``raw`` is what :meth:`parse` returned, or, on a re-analysis, the table read back from the
+        raw file: a structured array if the adapter's ``raw_table`` is ``"records"``, else a
+        DataFrame (text as ``str``). Never empty.
+        """
         ...
+
+
+def raw_table_kind(adapter: object) -> RawTableKind:
+    """How ``adapter`` takes a stored raw table: its ``raw_table`` attribute; ``"frame"`` without one."""
+    return "records" if getattr(adapter, "raw_table", "frame") == "records" else "frame"
 
 
 @runtime_checkable

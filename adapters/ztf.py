@@ -19,25 +19,25 @@ import re
 from typing import Any, ClassVar, Final
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from aretriever.errors import ArchiveErrorPage, MalformedResponse
 from aretriever.numbers import separation_deg
-from aretriever.science.columns import Records, Table, to_records
+from aretriever.science.columns import Records, Table, arrow_text, to_records
 from aretriever.science.moments import median
 
 # relative: this folder installs as aretriever.adapters, and mypy reads it as ``adapters``
-from .base import Fetched, HttpPort, ReducedLightcurve, Request, Target
+from .base import Fetched, HttpPort, RawTableKind, ReducedLightcurve, Request, Target
 from .ztf_config import ZtfConfig, ZtfReducerConfig
 
 LIGHTCURVE_PATH: Final = "/cgi-bin/ZTF/nph_light_curves"
 
 Array = np.ndarray[Any, Any]
 
-# IRSA's CSV columns, in IRSA's order, with the dtypes the parser gives them. ``ccdid`` and ``qid``
-# arrive as hex strings ("0xf", "0x2") and are kept as sent.
+# IRSA's CSV columns, in IRSA's order, with their kinds. The parser gives a structured array with
+# these numpy dtypes and text as ``S<n>`` bytes (n the longest value, at least 1): the raw file's
+# layout. ``ccdid`` and ``qid`` arrive as hex strings ("0xf", "0x2") and are kept as sent.
 COLUMNS: Final[dict[str, str]] = {
     "oid": "int64",
     "expid": "int64",
@@ -73,6 +73,7 @@ _CONVERT: Final = pa_csv.ConvertOptions(
 # Threads inside a process-pool worker would only fight the other workers for the cores.
 _READ: Final = pa_csv.ReadOptions(use_threads=False)
 _INT_COLUMNS: Final = [name for name, kind in COLUMNS.items() if kind == "int64"]
+_EMPTY_DTYPE: Final = np.dtype([(name, "S1" if kind == "str" else kind) for name, kind in COLUMNS.items()])
 _QUOTE_CHARS: Final = 200
 _VOTABLE_ERROR: Final = re.compile(r'<INFO[^>]*value="ERROR"[^>]*>(.*?)</INFO>', re.S | re.I)
 _SCRIPT: Final = re.compile(r"<(script|style)\b.*?</\1>", re.S | re.I)
@@ -160,13 +161,17 @@ def _auth_headers(cfg: ZtfConfig) -> dict[str, str]:
 # pure parsing
 
 
-def empty_lightcurve_table() -> pd.DataFrame:
-    """A table with IRSA's columns and dtypes and no rows."""
-    return pd.DataFrame({name: pd.Series([], dtype=kind) for name, kind in COLUMNS.items()})
+def empty_lightcurve_table() -> Records:
+    """A structured array with IRSA's columns and dtypes (text ``S1``) and no rows."""
+    return np.empty(0, dtype=_EMPTY_DTYPE)
 
 
-def parse_lightcurve_table(body: bytes, *, source: str = "", url: str = "") -> pd.DataFrame:
-    """Parse IRSA's CSV answer into a table with IRSA's columns, order and dtypes (pure).
+def parse_lightcurve_table(body: bytes, *, source: str = "", url: str = "") -> Records:
+    """Parse IRSA's CSV answer into a structured array with IRSA's columns and order (pure).
+
+    The array is the raw file's table as it is stored: numbers as int64/float64 (an empty float
+    is NaN), text as ``S<n>`` UTF-8 bytes, ``n`` the column's longest value (at least 1). No
+    DataFrame is made: the reducer and the HDF5 writer both take the array as it is.
 
     Parameters
     ----------
@@ -192,8 +197,23 @@ def parse_lightcurve_table(body: bytes, *, source: str = "", url: str = "") -> p
     nulls = [name for name in _INT_COLUMNS if table.column(name).null_count]
     if nulls:
         raise _malformed(source, url, f"empty values in integer columns {nulls}")
-    frame: pd.DataFrame = table.to_pandas()
-    return frame
+    return _records(table)
+
+
+def _records(table: pa.Table) -> Records:
+    arrays = {name: _numpy(table.column(name)) for name in COLUMNS}
+    records = np.empty(table.num_rows, dtype=[(name, values.dtype) for name, values in arrays.items()])
+    for name, values in arrays.items():
+        records[name] = values
+    return records
+
+
+def _numpy(values: pa.ChunkedArray) -> Array:
+    if pa.types.is_string(values.type):
+        return arrow_text(values)
+    # int64 columns hold no nulls (checked); a null float comes out as NaN
+    array: Array = values.to_numpy()
+    return array
 
 
 def _check_header(body: bytes, source: str, url: str) -> None:
@@ -241,8 +261,9 @@ def reduce_lightcurves(raw: Table, target: Target, cfg: ZtfReducerConfig) -> lis
 
     Parameters
     ----------
-    raw : pandas.DataFrame or structured array
-        The parsed IRSA table (not modified).
+    raw : structured array or pandas.DataFrame
+        The parsed IRSA table (:func:`parse_lightcurve_table`, or the raw file's table as
+        stored), or the same as a DataFrame; not modified.
     target : Target
         The source: oids whose median position is further than ``cfg.radius_arcsec`` from it,
         or whose median mag differs from ``target.mag`` by more than ``cfg.mag_range``, are
@@ -259,8 +280,9 @@ def reduce_lightcurves(raw: Table, target: Target, cfg: ZtfReducerConfig) -> lis
         ``data`` is a structured array (IRSA's columns; text as ``S<n>`` bytes, as wide as the
         lightcurve's longest value, as the HDF5 file stores it).
     """
-    # one conversion of the raw table, one take of the kept rows in their final order: every
-    # lightcurve is then a slice of that one array (a DataFrame per lightcurve cost ~0.5 ms)
+    # the parsed or stored array passes through (a DataFrame is converted once), one take of the
+    # kept rows in their final order: every lightcurve is then a slice of that one array (a
+    # DataFrame per lightcurve cost ~0.5 ms)
     records = to_records(raw)
     keep = np.isin(records["oid"], matching_oids(records, target, cfg))
     if cfg.drop_bad:
@@ -378,6 +400,7 @@ class ZtfAdapter:
     """ZTF through IRSA: one cone search per source, reduced per season and filter."""
 
     name: ClassVar[str] = "ztf"
+    raw_table: ClassVar[RawTableKind] = "records"  # reduce takes the stored raw array as it is
     config_model: ClassVar[type[ZtfConfig]] = ZtfConfig  # validates observatories.ztf
 
     def __init__(self, cfg: ZtfConfig) -> None:
@@ -396,14 +419,15 @@ class ZtfAdapter:
         response = await http.send(request)
         return Fetched(target, response.body, url=request.display_url())
 
-    def parse(self, fetched: Fetched) -> pd.DataFrame:
-        """IRSA's CSV as a table (pure); an empty table when nothing was fetched."""
+    def parse(self, fetched: Fetched) -> Records:
+        """IRSA's CSV as a structured array (pure); an empty one when nothing was fetched."""
         if fetched.body is None:
             return empty_lightcurve_table()
         return parse_lightcurve_table(fetched.body, source=fetched.target.name, url=fetched.url)
 
-    def reduce(self, raw: pd.DataFrame, target: Target) -> list[ReducedLightcurve]:
-        """Lightcurves of ``target`` from its raw table (pure); their tables are structured arrays."""
+    def reduce(self, raw: Table, target: Target) -> list[ReducedLightcurve]:
+        """Lightcurves of ``target`` from its raw table, a structured array (what :meth:`parse`
+        gives and the raw file stores) or a DataFrame (pure); their tables are structured arrays."""
         return reduce_lightcurves(raw, target, self.cfg.reducer)
 
     def __repr__(self) -> str:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+import numpy as np
 import pandas as pd
 
 from aretriever.adapters import get_adapter
-from aretriever.adapters.base import Adapter, Fetched, Target
+from aretriever.adapters.base import Adapter, Fetched, RawTable, Target
 from aretriever.catalogs.core import SearchableCatalog, chunk_to_targets, open_catalog
 from aretriever.config import load_config
 from aretriever.engine.core import Engine, products_for
@@ -177,7 +178,8 @@ class VirtualObservatory:
         )
         raw.meta = {"no_data_reason": fetched.no_data_reason} if fetched.no_data_reason else {}
         table = adapter.parse(fetched) if fetched.body is not None else pd.DataFrame()
-        raw.data, raw.num_rows = table, len(table)
+        # users get a DataFrame; the reducer takes the parsed table as it is
+        raw.data, raw.num_rows = _frame(table), len(table)
         source.raw_photometry = [raw]
         if reduce and len(table):
             source.lightcurves = self.reduce(table, source=target)
@@ -220,13 +222,14 @@ class VirtualObservatory:
 
     def reduce(
         self,
-        raw: RawPhotometry | Source | pd.DataFrame,
+        raw: RawPhotometry | Source | RawTable,
         data_type: str = "photometry",
         source: Target | None = None,
     ) -> list[Lightcurve]:
         """Reduce raw photometry to unsaved Lightcurve objects (``lc.save()`` writes one).
 
-        The source comes from ``source``, else from the raw file's metadata (name, position).
+        ``raw`` may also be a bare raw table (a DataFrame or a structured array); the source comes
+        from ``source``, else from the raw file's metadata (name, position).
         """
         if data_type != "photometry":
             raise ConfigError(f"reduce: only data_type='photometry' exists (got {data_type!r})")
@@ -236,9 +239,9 @@ class VirtualObservatory:
             if not mine:
                 raise ConfigError(f"reduce: {raw.name} has no {self.obs_name} raw data")
             raw = mine[0]
-        frame = raw if isinstance(raw, pd.DataFrame) else raw.data
+        table = raw if isinstance(raw, (pd.DataFrame, np.ndarray)) else raw.data
         target = source or self._raw_target(raw)
-        curves = self.adapter.reduce(frame, target)
+        curves = self.adapter.reduce(table, target)
         products = products_for(self.cfg, reduce=True)
         relpath = paths.reduced_relpath(products.folder, self.obs_name, target.name, target.ra_deg)
         total = len(curves)
@@ -269,8 +272,8 @@ class VirtualObservatory:
             lcs.append(lc)
         return lcs
 
-    def _raw_target(self, raw: RawPhotometry | pd.DataFrame) -> Target:
-        if isinstance(raw, pd.DataFrame):
+    def _raw_target(self, raw: RawPhotometry | RawTable) -> Target:
+        if isinstance(raw, (pd.DataFrame, np.ndarray)):
             raise ConfigError("reduce: give source=Target(...) with a bare table")
         path = raw.get_fullname(self.data_root)
         keys = [raw.filekey] if raw.filekey else hdf5.h5_keys(path)
@@ -282,6 +285,10 @@ class VirtualObservatory:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pars!r})"
+
+
+def _frame(table: RawTable) -> pd.DataFrame:
+    return hdf5.records_to_frame(table) if isinstance(table, np.ndarray) else table
 
 
 class VirtualZTF(VirtualObservatory):

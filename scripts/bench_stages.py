@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aretriever.adapters.base import Adapter, Fetched, Target
+from aretriever.adapters.base import Adapter, Fetched, Target, raw_table_kind
 from aretriever.science.analysis import Analysis
 from aretriever.store import hdf5, paths
 
@@ -99,7 +99,9 @@ def raw_records(ctx: Context, s: Source) -> None:
 
 
 def read_raw(ctx: Context, s: Source) -> None:
-    s.raw, _ = hdf5.read_h5(s.raw_file, paths.raw_key(s.target.name))
+    # as the pool's re-analysis reads it: the stored array, a DataFrame only for adapters wanting one
+    records = hdf5.read_records(s.raw_file, paths.raw_key(s.target.name))
+    s.raw = records if raw_table_kind(ctx.adapter) == "records" else hdf5.records_to_frame(records)
 
 
 def reduce(ctx: Context, s: Source) -> None:

@@ -450,6 +450,23 @@ def read_h5(path: Path, key: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise StoreError(f"store: cannot read key {key!r} of {path}: {exc}") from exc
 
 
+def read_records(path: Path, key: str) -> Records:
+    """Read one table as the structured array it is stored as (text as ``S<n>`` bytes), without
+    its metadata and without a DataFrame: what a reducer taking structured arrays reads.
+
+    Raises
+    ------
+    StoreError
+        If the file or key is missing or unreadable.
+    """
+    try:
+        with h5py.File(path, "r") as h5:
+            records: Records = h5[key][()]
+            return records
+    except Exception as exc:
+        raise StoreError(f"store: cannot read key {key!r} of {path}: {exc}") from exc
+
+
 def read_image(image: bytes, key: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read one table and its metadata from a file image (:func:`build_h5_image`), as :func:`read_h5`.
 

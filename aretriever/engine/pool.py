@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from aretriever.adapters.base import Adapter, Fetched, ReducedLightcurve, Target
+from aretriever.adapters.base import Adapter, Fetched, RawTable, ReducedLightcurve, Target, raw_table_kind
 from aretriever.engine.score_bins import bin_scores
 from aretriever.engine.workers import WorkerContext
 from aretriever.science.analysis import LightcurveResult, analysis_for
@@ -152,7 +150,7 @@ def run_job(job: CpuJob) -> CpuResult:
     )
 
 
-def _reduce(job: CpuJob, raw: pd.DataFrame) -> tuple[list[_Reduced], dict[str, Any] | None]:
+def _reduce(job: CpuJob, raw: RawTable) -> tuple[list[_Reduced], dict[str, Any] | None]:
     # Reducers are never handed an empty table, so none of them needs to handle that case.
     lightcurves = job.adapter.reduce(raw, job.target) if job.reduce and len(raw) else []
     if job.analysis is None or not job.reduce:
@@ -163,7 +161,7 @@ def _reduce(job: CpuJob, raw: pd.DataFrame) -> tuple[list[_Reduced], dict[str, A
     return [_Reduced.of(lc, a, bins) for lc, a in pairs], analysed.properties
 
 
-def _raw_image(job: CpuJob, raw: pd.DataFrame) -> bytes:
+def _raw_image(job: CpuJob, raw: RawTable) -> bytes:
     tables: Tables = {paths.raw_key(job.target.name): (as_records(raw), job.raw_attrs)}
     return build_h5_image(tables, job.raw_compression)
 
@@ -182,13 +180,14 @@ def _reduced_image(job: CpuJob, reduced: Sequence[_Reduced]) -> bytes | None:
     return build_h5_image(tables, job.reduced_compression)
 
 
-def _read_raw(job: CpuJob) -> pd.DataFrame:
-    from aretriever.store.hdf5 import read_h5
+def _read_raw(job: CpuJob) -> RawTable:
+    from aretriever.store.hdf5 import read_records, records_to_frame
 
     if job.raw_path is None or job.raw_key is None:
         raise ValueError("a CpuJob needs either a fetched body or a raw file and key")
-    frame, _ = read_h5(Path(job.raw_path), job.raw_key)
-    return frame
+    records = read_records(Path(job.raw_path), job.raw_key)
+    # the stored array as it is for an adapter that takes one (no DataFrame made and undone)
+    return records if raw_table_kind(job.adapter) == "records" else records_to_frame(records)
 
 
 PARENT_POLL_S = 1.0  # how often a worker without pidfd support checks that its owner lives

@@ -35,6 +35,7 @@ __all__ = [
     "Table",
     "add_column",
     "add_columns",
+    "arrow_text",
     "assign",
     "column",
     "drop",
@@ -215,10 +216,18 @@ def text_array(values: pd.Series[Any] | Array) -> Array:
 
 
 def _arrow_text(values: pd.Series[Any] | Array) -> Array:
-    arrow = pa.array(values)
-    if isinstance(arrow, pa.ChunkedArray):
-        arrow = arrow.combine_chunks()
-    encoded = pc.dictionary_encode(arrow)
+    return arrow_text(pa.array(values))
+
+
+def arrow_text(values: pa.Array | pa.ChunkedArray) -> Array:
+    """Arrow strings as ``S<n>`` UTF-8 bytes, as :func:`text_array` makes them (nulls ``b""``).
+
+    Each distinct value is encoded once: archive text columns (filter codes, CCD ids) hold a
+    handful of values over thousands of rows.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
     words = [word.encode("utf-8") for word in encoded.dictionary.to_pylist()]
     # one more entry, b"", for the missing values (their index is null)
     table = np.array([*words, b""], dtype=f"S{max([1, *map(len, words)])}")

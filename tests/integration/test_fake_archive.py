@@ -22,6 +22,7 @@ from astropy.coordinates import Angle, SkyCoord
 from aretriever.adapters.base import Request, Response, Target
 from aretriever.adapters.ztf import ZtfAdapter, parse_lightcurve_table
 from aretriever.settings import Credentials, ZtfConfig
+from aretriever.store.hdf5 import records_to_frame
 from aretriever.testing.fake_archive import DATA_DIR, Answer, FakeArchive, Faults
 from aretriever.testing.ztf_replay import RECORDED_FILE, ZTF_PATH
 
@@ -71,7 +72,7 @@ async def test_ztf_answer_moves_to_the_request(
     status, body, headers = await _get(session, url, _query(ra, dec))
     assert status == 200
     assert headers["Content-Type"].startswith("text/csv")
-    table = parse_lightcurve_table(body, source="t", url=url)
+    table = records_to_frame(parse_lightcurve_table(body, source="t", url=url))
     assert len(table) == 1852 - 42  # catflags 32768 rows left out
     center = _median_position(table)
     assert center.separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec < 1.0
@@ -83,7 +84,7 @@ async def test_answer_keeps_the_recorded_oids_and_values(
 ) -> None:
     recorded = pd.read_csv(DATA_DIR / RECORDED_FILE)
     status, body, _ = await _get(session, archive.url + ZTF_PATH, _query(180.0, 10.0, mask=0))
-    table = parse_lightcurve_table(body)
+    table = records_to_frame(parse_lightcurve_table(body))
     assert status == 200 and len(table) == len(recorded) == 1852
     for name in ("oid", "expid", "mjd", "mag", "catflags", "filtercode", "qid"):
         assert table[name].tolist() == recorded[name].tolist(), name

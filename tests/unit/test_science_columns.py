@@ -18,14 +18,15 @@ from aretriever.science.columns import (
     names,
     to_records,
 )
-from aretriever.store.hdf5 import frame_to_records
+from aretriever.store.hdf5 import frame_to_records, records_to_frame
 from aretriever.testing.fake_archive import DATA_DIR
 from aretriever.testing.ztf_replay import recorded_irsa_csv
 
 
 @pytest.fixture(scope="module")
 def raw() -> pd.DataFrame:
-    return parse_lightcurve_table(recorded_irsa_csv(DATA_DIR))
+    # a DataFrame with text columns, as a notebook or a third-party reducer hands one over
+    return records_to_frame(parse_lightcurve_table(recorded_irsa_csv(DATA_DIR)))
 
 
 def _tricky() -> pd.DataFrame:
