@@ -375,7 +375,9 @@ def _declared(cfg: AnalysisConfig, kind: str, part: Part, loc: tuple[str, ...]) 
     fields = AnalysisConfig.model_fields
     if module == fields[f"{kind}_module"].default and name == fields[f"{kind}_class"].default:
         # The default classes declare nothing and are not imported here (``config show`` stays light).
-        return [InitErrorDetails(type="extra_forbidden", loc=(*loc, k), input=v) for k, v in (extra or {}).items()]
+        return [
+            InitErrorDetails(type="extra_forbidden", loc=(*loc, k), input=v) for k, v in (extra or {}).items()
+        ]
     from aretriever.science.plugins import load_class, parameter_errors  # the science imports settings
 
     cls: type = load_class(module, name, _science_base(kind), f"analysis.{kind}_class")

@@ -47,7 +47,8 @@ def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
     Raises
     ------
     ConfigError
-        The module cannot be imported, has no such class, or the class does not extend ``base``.
+        The module cannot be imported, has no such class, the class does not extend ``base``, or it
+        defines a seed method name that is never called (:func:`check_seed_names`).
     """
     module = SEED_MODULES.get(module, module)
     try:
