@@ -35,6 +35,7 @@ from aretriever.adapters import adapter_class_for, builtin_config_models
 from aretriever.adapters.demo_config import DemoConfig
 from aretriever.adapters.tess_config import TessConfig, TessReducerConfig
 from aretriever.adapters.ztf_config import ZtfConfig, ZtfReducerConfig
+from aretriever.declared import find_class, parameter_errors
 from aretriever.errors import ConfigError
 from aretriever.lane_config import OPERATIONAL, Credentials, LaneConfig, Part
 from aretriever.settings_runtime import DaemonConfig, EngineConfig, StoreConfig
@@ -378,26 +379,13 @@ def _declared(cfg: AnalysisConfig, kind: str, part: Part, loc: tuple[str, ...]) 
         return [
             InitErrorDetails(type="extra_forbidden", loc=(*loc, k), input=v) for k, v in (extra or {}).items()
         ]
-    from aretriever.science.plugins import load_class, parameter_errors  # the science imports settings
-
-    cls: type = load_class(module, name, _science_base(kind), f"analysis.{kind}_class")
+    # Only the class's ``parameters`` are read here; load_class checks its base when it is built.
+    cls = find_class(module, name, f"analysis.{kind}_class")
     values, errors = parameter_errors(cls, type(part), dict(extra or {}), loc)
     if extra is not None and not errors:
         extra.clear()
         extra.update(values)
     return errors
-
-
-def _science_base(kind: str) -> type:
-    from aretriever.science import analysis, finder, quality, simulator
-
-    bases: dict[str, type] = {
-        "analysis": analysis.Analysis,
-        "finder": finder.Finder,
-        "quality": quality.QualityChecker,
-        "simulator": simulator.Simulator,
-    }
-    return bases[kind]
 
 
 class ProjectConfig(Part):

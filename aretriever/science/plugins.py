@@ -2,7 +2,7 @@
 
 A custom class may declare parameters of its own (``parameters = <a pydantic model>``), given
 like the built-in ones (``analysis_kwargs={"num_kernels": 20}``, a config file's ``analysis:``
-section) and validated against what the loaded class declares (:func:`parameter_errors`). A
+section) and validated against what the loaded class declares (:mod:`aretriever.declared`). A
 subclass written for the seed may keep the seed's method names where aretriever has the same step
 (``analyze_photometry`` is :meth:`Analysis.analyze`); a seed name with no equivalent fails at load
 (:func:`check_seed_names`). The tables are ``seed_methods`` of each base class.
@@ -14,22 +14,12 @@ import importlib
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
-
+from aretriever.declared import SEED_MODULES, qualified
 from aretriever.errors import ConfigError
 
 T = TypeVar("T")
-
-# the seed's own module paths (its config files and README name them) are ours under other names
-SEED_MODULES: Final = {
-    "src.analysis": "aretriever.science.analysis",
-    "src.finder": "aretriever.science.finder",
-    "src.quality": "aretriever.science.quality",
-    "src.simulator": "aretriever.science.simulator",
-}
 
 
 def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
@@ -65,67 +55,6 @@ def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
         )
     check_seed_names(cls, base, key)
     return cls
-
-
-# -- parameters a custom class declares ---------------------------------------------------------
-
-
-def declared_model(cls: type) -> type[BaseModel] | None:
-    """The model of the extra parameters ``cls`` declares (its ``parameters`` attribute), if any."""
-    model = getattr(cls, "parameters", None)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def parameter_errors(
-    cls: type, builtin: type[BaseModel], given: Mapping[str, Any], loc: tuple[str, ...]
-) -> tuple[dict[str, Any], list[InitErrorDetails]]:
-    """``given`` (the keys ``builtin`` does not have) validated against what ``cls`` declares.
-
-    Returns the declared parameters with their defaults filled (they shape the results, so they
-    belong in the config and its hash even when not given), and the errors located at ``loc``.
-    """
-    model = declared_model(cls)
-    accepted = (sorted(model.model_fields) if model else [], sorted(builtin.model_fields))
-    if model is None:
-        return {}, [_unknown(key, value, cls, accepted, loc) for key, value in given.items()]
-    clash = sorted(set(model.model_fields) & set(builtin.model_fields))
-    if clash:
-        raise ConfigError(
-            f"config: {'.'.join(loc) or 'analysis'}: {qualified(cls)}.parameters redeclares the built-in "
-            f"parameter(s) {clash}; give them other names"
-        )
-    try:
-        values = model.model_validate(dict(given)).model_dump()
-    except ValidationError as exc:
-        return {}, [_relocated(err, cls, accepted, loc) for err in exc.errors()]
-    return values, []
-
-
-Accepted = tuple[list[str], list[str]]  # (the class's own parameters, the built-in ones)
-
-
-def _unknown(key: str, value: Any, cls: type, accepted: Accepted, loc: tuple[str, ...]) -> InitErrorDetails:
-    own, builtin = accepted
-    error = PydanticCustomError(
-        "unknown_parameter",
-        "{cls} has no parameter '{key}' (its own: {own}; built-in: {builtin}); "
-        "a class declares its own as `parameters = <a pydantic model>`",
-        {"cls": qualified(cls), "key": key, "own": ", ".join(own) or "none", "builtin": ", ".join(builtin)},
-    )
-    return InitErrorDetails(type=error, loc=(*loc, key), input=value)
-
-
-def _relocated(err: ErrorDetails, cls: type, accepted: Accepted, loc: tuple[str, ...]) -> InitErrorDetails:
-    if err["type"] == "extra_forbidden":
-        return _unknown(str(err["loc"][-1]), err["input"], cls, accepted, loc)
-    details = InitErrorDetails(type=err["type"], loc=(*loc, *err["loc"]), input=err["input"])
-    if "ctx" in err:
-        details["ctx"] = err["ctx"]
-    return details
 
 
 # -- the seed's method names ----------------------------------------------------------------------
