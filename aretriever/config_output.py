@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from aretriever.redact import redact
-from aretriever.settings import Config, Credentials, adapter_config_model, submodel
+from aretriever.settings import Config, Credentials, ObservatoriesBase, adapter_config_model, submodel
 
 __all__ = ["code_version", "config_hash", "products_hash", "public_dict", "to_yaml"]
 
@@ -147,9 +147,13 @@ def _scalar(value: Any) -> str:
 
 
 def _described(model: type[BaseModel], data: Tree) -> Iterator[tuple[str, FieldInfo]]:
-    """The fields of ``model``, then the third-party sections in ``data`` (``observatories``' extras)."""
+    """The fields of ``model``, then its extras: third-party sections (``observatories``) or the
+    parameters a custom analysis class declares (the analysis parts)."""
     yield from model.model_fields.items()
     for name in [n for n in data if n not in model.model_fields]:
+        if not issubclass(model, ObservatoriesBase):
+            yield name, FieldInfo(annotation=Any, description="declared by the custom class")
+            continue
         section = adapter_config_model(name)
         yield name, FieldInfo(annotation=section, description=section.section_description or name)
 

@@ -35,6 +35,7 @@ from aretriever.adapters import adapter_class_for, builtin_config_models
 from aretriever.adapters.demo_config import DemoConfig
 from aretriever.adapters.tess_config import TessConfig, TessReducerConfig
 from aretriever.adapters.ztf_config import ZtfConfig, ZtfReducerConfig
+from aretriever.declared import find_class, parameter_errors
 from aretriever.errors import ConfigError
 from aretriever.lane_config import OPERATIONAL, Credentials, LaneConfig, Part
 from aretriever.settings_runtime import DaemonConfig, EngineConfig, StoreConfig
@@ -249,8 +250,15 @@ class CatalogConfig(Part):
     )
 
 
+# Extra keys hold the parameters a custom class declares (``parameters``): AnalysisConfig, which
+# knows the classes, checks them against the loaded class, so a typo still fails.
+_DECLARED = ConfigDict(**{**Part.model_config, "extra": "allow"})
+
+
 class FinderConfig(Part):
-    """S/N peak finder."""
+    """S/N peak finder (plus the parameters a custom ``finder_class`` declares)."""
+
+    model_config = _DECLARED
 
     snr_threshold: float = Field(5.0, gt=0, description="a peak must exceed this S/N")
     sidebands: float = Field(
@@ -260,7 +268,9 @@ class FinderConfig(Part):
 
 
 class QualityConfig(Part):
-    """Quality cuts applied before finding."""
+    """Quality cuts applied before finding (plus those a custom ``quality_class`` declares)."""
+
+    model_config = _DECLARED
 
     offset_threshold: float = Field(
         3.5,
@@ -271,7 +281,9 @@ class QualityConfig(Part):
 
 
 class SimulatorConfig(Part):
-    """Injected events used to measure recovery efficiency."""
+    """Injected events used to measure recovery efficiency (plus a custom class's parameters)."""
+
+    model_config = _DECLARED
 
     shape: Literal["gaussian", "box"] = Field("gaussian", description="event profile")
     min_width_days: float = Field(0.01, gt=0, description="smallest injected width")
@@ -316,7 +328,15 @@ class HistogramConfig(Part):
 
 
 class AnalysisConfig(Part):
-    """S/N analysis, quality cuts, finder, simulator and histograms."""
+    """S/N analysis, quality cuts, finder, simulator and histograms.
+
+    A key none of these has is a parameter of the custom class named here (``analysis_class``
+    for this part, ``finder_class`` for ``finder``...): it is validated against the model that
+    class declares as ``parameters``, whose defaults are filled in (they shape the results, so
+    the config hash covers them). The default classes declare none, so their keys stay strict.
+    """
+
+    model_config = _DECLARED
 
     num_injections: int = Field(0, ge=0, description="simulated events injected per lightcurve")
     analysis_module: str = Field(
@@ -333,6 +353,39 @@ class AnalysisConfig(Part):
     quality: QualityConfig = Field(default_factory=QualityConfig, description="quality-cut parameters")
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig, description="simulator parameters")
     histograms: HistogramConfig = Field(default_factory=HistogramConfig, description="histogram binning")
+
+    @model_validator(mode="after")
+    def _declared_parameters(self) -> AnalysisConfig:
+        errors: list[InitErrorDetails] = []
+        for kind, part, loc in (
+            ("analysis", self, ()),
+            ("finder", self.finder, ("finder",)),
+            ("quality", self.quality, ("quality",)),
+            ("simulator", self.simulator, ("simulator",)),
+        ):
+            errors += _declared(self, kind, part, loc)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+
+def _declared(cfg: AnalysisConfig, kind: str, part: Part, loc: tuple[str, ...]) -> list[InitErrorDetails]:
+    """Check and fill the extra keys of ``part`` from the parameters its class declares."""
+    extra = part.__pydantic_extra__
+    module, name = getattr(cfg, f"{kind}_module"), getattr(cfg, f"{kind}_class")
+    fields = AnalysisConfig.model_fields
+    if module == fields[f"{kind}_module"].default and name == fields[f"{kind}_class"].default:
+        # The default classes declare nothing and are not imported here (``config show`` stays light).
+        return [
+            InitErrorDetails(type="extra_forbidden", loc=(*loc, k), input=v) for k, v in (extra or {}).items()
+        ]
+    # Only the class's ``parameters`` are read here; load_class checks its base when it is built.
+    cls = find_class(module, name, f"analysis.{kind}_class")
+    values, errors = parameter_errors(cls, type(part), dict(extra or {}), loc)
+    if extra is not None and not errors:
+        extra.clear()
+        extra.update(values)
+    return errors
 
 
 class ProjectConfig(Part):

@@ -24,16 +24,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from aretriever.adapters.base import ReducedLightcurve, Target
 from aretriever.numbers import finite_or_none
 from aretriever.science.columns import Records, Table, add_columns, flags, to_records
 from aretriever.science.finder import Event, Finder
-from aretriever.science.plugins import load_class
+from aretriever.science.plugins import SeedMethod, adopt_seed_names, load_class
 from aretriever.science.quality import QualityChecker
 from aretriever.science.simulator import Injection, Simulator, recovery_efficiency
 from aretriever.science.stats import (
@@ -46,6 +47,24 @@ from aretriever.science.stats import (
 from aretriever.settings import AnalysisConfig
 
 Array = np.ndarray[Any, Any]
+
+_ENGINE_OWNS = "the engine batches, stores and histograms the sources (nothing to override)"
+
+# The seed's Analysis methods (AstroRetriever src/analysis.py), each mapped to our step or refused.
+SEED_METHODS: dict[str, SeedMethod] = {
+    "analyze_photometry": SeedMethod("analyze", "write it as analyze_photometry(self, target, lightcurves)"),
+    "calc_props_from_lightcurves": SeedMethod("properties", "write it as (self, results) -> dict"),
+    "analyze_sources": SeedMethod(None, f"{_ENGINE_OWNS}; override analyze(target, lightcurves)"),
+    "check_lightcurves": SeedMethod(None, "override QualityChecker.columns(lc) in a quality_class"),
+    "process_lightcurves": SeedMethod(None, "override process(data, zero_point_mag)"),
+    "detect_in_lightcurves": SeedMethod(None, "override Finder.find(lc) in a finder_class"),
+    "make_detection": SeedMethod(None, "override Finder.event(lc, rows, peak_row) in a finder_class"),
+    "inject_to_lightcurves": SeedMethod(None, "override simulate(...) or a simulator_class's inject"),
+    "get_num_injections": SeedMethod(None, "num_injections is per lightcurve; override simulate(...)"),
+    "update_histograms": SeedMethod(None, f"{_ENGINE_OWNS}; they count the columns process(...) makes"),
+    "save_histograms": SeedMethod(None, _ENGINE_OWNS),
+    "restore_histogram_backup": SeedMethod(None, _ENGINE_OWNS),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +92,17 @@ class Analysis:
     ----------
     cfg : AnalysisConfig
         Parameters, and the modules and classes of the quality cuts, finder and simulator.
+        A subclass's own parameters (:attr:`parameters`) are read as ``self.cfg.<name>``.
     """
+
+    #: the model of a subclass's own parameters (``analysis_kwargs``), e.g. ``num_kernels``
+    parameters: ClassVar[type[BaseModel] | None] = None
+    #: seed method names a subclass may define (see :mod:`aretriever.science.plugins`)
+    seed_methods: ClassVar[dict[str, SeedMethod]] = SEED_METHODS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_seed_names(cls, cls.seed_methods)
 
     def __init__(self, cfg: AnalysisConfig) -> None:
         self.cfg = cfg

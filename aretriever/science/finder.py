@@ -27,15 +27,27 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from aretriever.errors import ScienceError
 from aretriever.numbers import finite_or_none
 from aretriever.science.columns import Table, column, flags, has, names
+from aretriever.science.plugins import SeedMethod, adopt_seed_names
 from aretriever.settings import FinderConfig, QualityConfig
 
 Array = np.ndarray[Any, Any]
 
-__all__ = ["Event", "Finder", "MissingColumnsError", "Search", "plain"]
+__all__ = ["SEED_METHODS", "Event", "Finder", "MissingColumnsError", "Search", "plain"]
+
+# The seed's Finder methods (AstroRetriever src/finder.py), each mapped to our step or refused.
+SEED_METHODS: dict[str, SeedMethod] = {
+    "detect": SeedMethod("find", "write it as detect(self, lc) -> list[Event], one lightcurve"),
+    "make_detection": SeedMethod("event", "write it as make_detection(self, lc, rows, peak_row) -> Event"),
+    "ingest_lightcurves": SeedMethod(None, "override find(lc), called once per lightcurve"),
+    "process": SeedMethod(None, "the S/N columns are Analysis.process's; override it in an analysis_class"),
+    "estimate_flux_noise": SeedMethod(None, "the noise is in the S/N columns: override Analysis.process"),
+    "get_event_indices": SeedMethod(None, "override region(dsnr, usable, taken, peak)"),
+}
 
 
 class MissingColumnsError(ScienceError):
@@ -151,6 +163,14 @@ class Finder:
 
     #: columns :meth:`find` cannot do without
     required_columns: ClassVar[tuple[str, ...]] = ("mjd", "dsnr")
+
+    #: the model of a subclass's own parameters (``finder_kwargs``), read as ``self.cfg.<name>``
+    parameters: ClassVar[type[BaseModel] | None] = None
+    seed_methods: ClassVar[dict[str, SeedMethod]] = SEED_METHODS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_seed_names(cls, cls.seed_methods)
 
     def __init__(self, cfg: FinderConfig, quality: QualityConfig | None = None) -> None:
         self.cfg = cfg

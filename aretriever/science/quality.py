@@ -17,13 +17,15 @@ point measured far from where the source usually is (a blend, a ghost, a bad cen
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from aretriever.science.columns import Table, assign, column, has
 from aretriever.science.moments import median
+from aretriever.science.plugins import SeedMethod, adopt_seed_names
 from aretriever.settings import QualityConfig
 
 Array = np.ndarray[Any, Any]
@@ -32,6 +34,16 @@ MAD_TO_SIGMA: Final = 1.4826  # a Gaussian's standard deviation is 1.4826 times 
 ARCSEC_PER_RAD: Final = 180.0 * 3600.0 / math.pi
 #: archive flag columns: ZTF ``catflags``, TESS ``quality``; any non-zero value flags the point
 FLAG_COLUMNS: Final = ("catflags", "quality")
+
+# The seed's QualityChecker.check took every lightcurve of a source and changed them in place. Ours
+# has the name but the analysis calls columns(): an override of check would never run, so it is refused.
+SEED_METHODS: dict[str, SeedMethod] = {
+    "check": SeedMethod(
+        None,
+        "the analysis calls columns(lc) -> {'offset', 'flagged'}: override it "
+        "(or archive_flags, offsets, offset_flags)",
+    ),
+}
 
 
 def position_offset(ra: Array, dec: Array) -> Array:
@@ -109,6 +121,14 @@ class QualityChecker:
     -----
     Instances run in pool workers, so a subclass must stay picklable (plain attributes only).
     """
+
+    #: the model of a subclass's own parameters (``quality_kwargs``), read as ``self.cfg.<name>``
+    parameters: ClassVar[type[BaseModel] | None] = None
+    seed_methods: ClassVar[dict[str, SeedMethod]] = SEED_METHODS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_seed_names(cls, cls.seed_methods)
 
     def __init__(self, cfg: QualityConfig) -> None:
         self.cfg = cfg

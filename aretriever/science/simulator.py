@@ -34,9 +34,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from aretriever.errors import ConfigError
 from aretriever.science.columns import Table, assign, column, drop, has, names
+from aretriever.science.plugins import SeedMethod
 from aretriever.settings import SimulatorConfig
 
 from .finder import Event, MissingColumnsError
@@ -157,6 +159,10 @@ class Simulator:
     #: columns computed from ``mag``/``flux``: dropped from an injected copy, so that a caller who
     #: forgets to recompute them gets a clear error from the finder instead of stale S/N
     derived_columns: ClassVar[tuple[str, ...]] = ("snr", "dsnr", "dmag")
+    #: the model of a subclass's own parameters (``simulator_kwargs``), read as ``self.cfg.<name>``
+    parameters: ClassVar[type[BaseModel] | None] = None
+    #: the seed's Simulator had no method to override (its injection was Analysis.inject_to_lightcurves)
+    seed_methods: ClassVar[dict[str, SeedMethod]] = {}
 
     def __init__(self, cfg: SimulatorConfig) -> None:
         self.cfg = cfg

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES = {"aretriever": REPO / "aretriever", "aretriever.adapters": REPO / "adapters", "aretriever.store": REPO / "store"}
 APPS = ("engine", "service", "cli", "project", "observatories", "plotting", "export", "daemon", "fetch",
         "populate", "plot", "config", "config_tree", "config_seed", "config_output")  # fmt: skip
-BASICS = ("errors", "redact", "numbers", "retry", "http", "lane_config")
+BASICS = ("errors", "redact", "numbers", "retry", "http", "lane_config", "declared")
 SHARED = "aretriever.adapters.base"  # dataclasses only: the vocabulary between the layers
 
 # layer -> the aretriever packages it must never import
