@@ -25,9 +25,11 @@ from typing import Any
 
 from aretriever.adapters.base import Adapter, Fetched, Target, raw_table_kind
 from aretriever.science.analysis import Analysis
+from aretriever.settings_runtime import StoreConfig
 from aretriever.store import hdf5, paths
 
 Tables = Mapping[str, tuple[Any, Mapping[str, Any]]]
+STORE = StoreConfig()  # each file compressed as a run with the default settings compresses it
 FIRST_VERSION = "first"  # the cfg hash of the fetch's rows; any other is a re-analysis
 
 
@@ -68,9 +70,9 @@ class Context:
 Stage = Callable[[Context, Source], None]
 
 
-def build_image(tables: Tables) -> bytes:
+def build_image(tables: Tables, compression: hdf5.Compression) -> bytes:
     """An HDF5 file's bytes, built in memory as the pool builds them."""
-    return hdf5.build_h5_image(tables)
+    return hdf5.build_h5_image(tables, compression)
 
 
 def write_image(path: Path, image: bytes) -> None:
@@ -118,11 +120,11 @@ def analyze(ctx: Context, s: Source) -> None:
 
 
 def raw_image(ctx: Context, s: Source) -> None:
-    s.raw_image = build_image(raw_tables(s))
+    s.raw_image = build_image(raw_tables(s), STORE.raw_compression)
 
 
 def reduced_image(ctx: Context, s: Source) -> None:
-    s.reduced_image = build_image(reduced_tables(s))
+    s.reduced_image = build_image(reduced_tables(s), STORE.reduced_compression)
 
 
 def write_bytes(ctx: Context, s: Source) -> None:
@@ -136,8 +138,8 @@ def write_reduced_bytes(ctx: Context, s: Source) -> None:
 
 def write_h5_both(ctx: Context, s: Source) -> None:
     """Today's writer path (image and disk in one call), for comparison with the two above."""
-    hdf5.write_h5(s.raw_file.with_suffix(".w.h5"), raw_tables(s))
-    hdf5.write_h5(s.reduced_file.with_suffix(".w.h5"), reduced_tables(s))
+    hdf5.write_h5(s.raw_file.with_suffix(".w.h5"), raw_tables(s), compression=STORE.raw_compression)
+    hdf5.write_h5(s.reduced_file.with_suffix(".w.h5"), reduced_tables(s), compression=STORE.reduced_compression)
 
 
 FETCH_STAGES: dict[str, Stage] = {
