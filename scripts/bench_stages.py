@@ -4,10 +4,10 @@ Each stage is one small function that takes what the stages before it left on a 
 and adds its own output, so when the code under a stage changes (the pool building HDF5 file
 images, the science returning structured arrays) one function here changes with it.
 
-- a fetched source: parse, raw records, reduce, analyze, raw image, reduced image, write bytes,
-  rows (source, raw and lightcurve rows);
-- a re-analysis from disk: read raw, reduce, analyze, reduced image, write reduced bytes,
-  lightcurve rows.
+- a fetched source: parse, raw records, reduce, analyze, bin scores (for the project's score
+  histograms), raw image, reduced image, write bytes, rows (source, raw and lightcurve rows);
+- a re-analysis from disk: read raw, reduce, analyze, bin scores, reduced image, write reduced
+  bytes, lightcurve rows.
 
 The HDF5 images are built as the pool builds them (``store.hdf5.build_h5_image``, with the
 default compression) and written as the file writer writes them (``store.hdf5.write_image``);
@@ -119,6 +119,17 @@ def analyze(ctx: Context, s: Source) -> None:
     ]
 
 
+def bin_scores(ctx: Context, s: Source) -> None:
+    # as the pool does for the project's score histograms, with the default bins
+    from aretriever.engine.score_bins import bin_scores as bin_table
+    from aretriever.science.histograms import ScoreHistograms
+    from aretriever.settings import HistogramConfig
+
+    histograms = ScoreHistograms(HistogramConfig())
+    for t in s.tables:
+        bin_table(histograms, t.records, {}, s.target.mag, t.filter)
+
+
 def raw_image(ctx: Context, s: Source) -> None:
     s.raw_image = build_image(raw_tables(s), STORE.raw_compression)
 
@@ -138,8 +149,9 @@ def write_reduced_bytes(ctx: Context, s: Source) -> None:
 
 def write_h5_both(ctx: Context, s: Source) -> None:
     """Today's writer path (image and disk in one call), for comparison with the two above."""
-    hdf5.write_h5(s.raw_file.with_suffix(".w.h5"), raw_tables(s), compression=STORE.raw_compression)
-    hdf5.write_h5(s.reduced_file.with_suffix(".w.h5"), reduced_tables(s), compression=STORE.reduced_compression)
+    raw, reduced = s.raw_file.with_suffix(".w.h5"), s.reduced_file.with_suffix(".w.h5")
+    hdf5.write_h5(raw, raw_tables(s), compression=STORE.raw_compression)
+    hdf5.write_h5(reduced, reduced_tables(s), compression=STORE.reduced_compression)
 
 
 FETCH_STAGES: dict[str, Stage] = {
@@ -147,6 +159,7 @@ FETCH_STAGES: dict[str, Stage] = {
     "raw records": raw_records,
     "reduce": reduce,
     "analyze": analyze,
+    "bin scores": bin_scores,
     "raw image": raw_image,
     "reduced image": reduced_image,
     "write bytes": write_bytes,
@@ -155,6 +168,7 @@ REREAD_STAGES: dict[str, Stage] = {
     "read raw": read_raw,
     "reduce": reduce,
     "analyze": analyze,
+    "bin scores": bin_scores,
     "reduced image": reduced_image,
     "write bytes": write_reduced_bytes,
 }

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 import pytest
 
 from aretriever.store import hdf5
@@ -87,16 +86,6 @@ def test_a_clean_reanalysis_is_recorded(capsys: pytest.CaptureFixture[str]) -> N
     bench.reanalysis(figures, 4, _run(), bench.Ceilings(0.05, 0.04))
     assert figures.figures["re-analysis (4 sources)"].values == [4.0]
     assert "ideal 25.0 on 1 core" in capsys.readouterr().out
-
-
-def test_an_image_written_to_disk_reads_back_as_write_h5_writes_it(tmp_path: Path) -> None:
-    records = np.array([(1.5, b"zg"), (2.5, b"zr")], dtype=[("mjd", "f8"), ("filter", "S2")])
-    tables = {"S1": (records, {"season": 1})}
-    bench_stages.write_image(tmp_path / "image.h5", bench_stages.build_image(tables))
-    hdf5.write_h5(tmp_path / "direct.h5", tables)
-    for name in ("image.h5", "direct.h5"):
-        frame, meta = hdf5.read_h5(tmp_path / name, "S1")
-        assert list(frame["mjd"]) == [1.5, 2.5] and meta["season"] == 1
 
 
 def test_every_stage_runs_on_the_replayed_star_and_leaves_readable_files(tmp_path: Path) -> None:
