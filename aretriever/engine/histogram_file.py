@@ -1,7 +1,9 @@
 """The project's score histograms on disk, counted while a run analyses lightcurves.
 
 Counts since the last save are kept in memory and added to the file at each save (every
-``save_every_s`` and at the end of a run), so the file always holds whole lightcurves and a
+``histogram_save_s``, as soon as :data:`MAX_PENDING` lightcurves wait, and at the end of a run:
+the bins of a lightcurve take a few KB, so at 70 sources/s a minute of them grew the process by
+~120 MB), so the file always holds whole lightcurves and a
 killed run loses at most the counts of its last interval (its sources stay analysed: see
 docs/design.md). The points arrive binned by the pool worker (:mod:`aretriever.engine.score_bins`,
 ``ReducedTable.binned``), so adding a source here is only its ledger digests; counting runs at
@@ -75,6 +77,10 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+#: Lightcurves whose bins wait in memory at most before a save (a few MB of bins).
+MAX_PENDING = 2000
+
+
 class HistogramFile:
     """Score histograms of one project folder (``<folder>/score_histograms.h5``).
 
@@ -85,7 +91,9 @@ class HistogramFile:
         or move the old file away).
     """
 
-    def __init__(self, project_dir: Path, cfg: HistogramConfig, cfg_hash: str = "") -> None:
+    def __init__(
+        self, project_dir: Path, cfg: HistogramConfig, cfg_hash: str = "", max_pending: int | None = None
+    ) -> None:
         self.path = histogram_path(project_dir)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.cfg = cfg
@@ -93,6 +101,8 @@ class HistogramFile:
         self._empty = ScoreHistograms(cfg)  # its binning, which the file and the workers must share
         self._pending: dict[int, Binned] = {}  # digest -> a lightcurve not saved yet
         self._lock = threading.Lock()
+        self.max_pending = MAX_PENDING if max_pending is None else max_pending
+        self._due: anyio.Event | None = None  # set when max_pending lightcurves wait
         if self.path.exists():
             self._check_binning(load_histograms(self.path))
 
@@ -119,6 +129,16 @@ class HistogramFile:
             digest = lightcurve_digest(observatory, target.name, number, total, table, self.cfg_hash)
             with self._lock:
                 self._pending.setdefault(digest, table.binned)
+        if self._due is not None and len(self._pending) >= self.max_pending:
+            self._due.set()
+
+    async def wait_due(self, timeout_s: float) -> None:
+        """Return after ``timeout_s``, or as soon as :attr:`max_pending` lightcurves wait to be saved."""
+        self._due = anyio.Event()
+        if len(self._pending) >= self.max_pending:
+            return
+        with anyio.move_on_after(timeout_s):
+            await self._due.wait()
 
     async def save(self) -> None:
         """Add the lightcurves not counted yet to the file (locked, written atomically)."""

@@ -177,11 +177,12 @@ async def grace_watchdog(stopping: anyio.Event, grace_s: float, work: anyio.Canc
 
 
 async def save_histograms(histograms: HistogramFile | None, every_s: float) -> None:
-    """Save the score histograms every ``every_s`` seconds, so a crash loses at most that much."""
+    """Save the score histograms every ``every_s`` seconds, so a crash loses at most that much,
+    and sooner when many lightcurves wait (their bins stay in memory until saved)."""
     if histograms is None:
         return
     while True:
-        await anyio.sleep(every_s)
+        await histograms.wait_due(every_s)
         await histograms.save()
 
 

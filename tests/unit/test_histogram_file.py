@@ -15,6 +15,7 @@ from aretriever.engine.histogram_file import HistogramFile, lightcurve_digest
 from aretriever.engine.histogram_io import histogram_path, load_histograms, load_with_ledger, save_histograms
 from aretriever.engine.pool import ReducedTable
 from aretriever.engine.score_bins import bin_scores
+from aretriever.engine.stages import save_histograms as save_histograms_every
 from aretriever.errors import ConfigError
 from aretriever.science.histograms import ScoreHistograms
 from aretriever.settings import HistogramConfig
@@ -155,3 +156,39 @@ def test_other_bins_are_refused(tmp_path: Path) -> None:
     save_histograms(histogram_path(tmp_path), ScoreHistograms(HistogramConfig(snr_bins=[-10, 10, 1])))
     with pytest.raises(ConfigError, match="snr_bins"):
         HistogramFile(tmp_path, HistogramConfig())
+
+
+def test_the_saver_saves_as_soon_as_max_pending_lightcurves_wait(tmp_path: Path) -> None:
+    """Bins wait in memory until saved: a full buffer is saved at once, not after the interval."""
+    saved = anyio.Event()
+
+    class Watched(HistogramFile):
+        async def save(self) -> None:
+            await super().save()
+            saved.set()
+
+    hf = Watched(tmp_path, HistogramConfig(), max_pending=4)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            # an interval no test lasts: only a full buffer can make it save
+            tg.start_soon(save_histograms_every, hf, 3600.0)
+            await hf.add(*source("A"), "ztf")  # 2 lightcurves: not yet due
+            await hf.add(*source("B"), "ztf")  # 4: due
+            await saved.wait()
+            tg.cancel_scope.cancel()
+
+    anyio.run(run)
+    assert load_histograms(histogram_path(tmp_path)).n_points() == 4 * POINTS
+
+
+def test_a_buffer_below_max_pending_waits_for_the_interval(tmp_path: Path) -> None:
+    hf = HistogramFile(tmp_path, HistogramConfig(), max_pending=4)
+
+    async def run() -> bool:
+        await hf.add(*source("A"), "ztf")
+        with anyio.move_on_after(0) as scope:
+            await hf.wait_due(3600.0)
+        return scope.cancelled_caught
+
+    assert anyio.run(run)  # still waiting: 2 lightcurves are below the bound
