@@ -18,8 +18,8 @@ figure, so the tail is closing, not a backlog of parsing.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sources", type=int, default=40)
-    parser.add_argument("--rate", type=float, default=20.0, help="requests/s (the bench's archive-bound rate)")
+    parser.add_argument(
+        "--rate", type=float, default=20.0, help="requests/s (the bench's archive-bound rate)"
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--set", action="append", default=[], dest="sets", help="passed on to the CLI")
     args = parser.parse_args(argv)
