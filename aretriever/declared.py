@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from aretriever.errors import ConfigError
 
-__all__ = ["SEED_MODULES", "declared_model", "find_class", "parameter_errors", "qualified"]
+__all__ = ["MAIN_MODULES", "SEED_MODULES", "declared_model", "find_class", "parameter_errors", "qualified"]
 
 # the seed's own module paths (its config files and README name them) are ours under other names
 SEED_MODULES: Final = {
@@ -28,6 +28,9 @@ SEED_MODULES: Final = {
     "src.simulator": "aretriever.science.simulator",
 }
 
+# the script being run: ``__main__`` here, ``__mp_main__`` where multiprocessing re-ran it
+MAIN_MODULES: Final = frozenset({"__main__", "__mp_main__"})
+
 
 def find_class(module: str, name: str, key: str) -> type:
     """The class ``name`` of ``module`` (the seed's module paths mapped to ours).
@@ -35,9 +38,18 @@ def find_class(module: str, name: str, key: str) -> type:
     Raises
     ------
     ConfigError
-        The module cannot be imported or has no such class; ``key`` names the setting.
+        The module is the script being run (``__main__``), cannot be imported or has no such
+        class; ``key`` names the setting.
     """
     module = SEED_MODULES.get(module, module)
+    if module in MAIN_MODULES:
+        # found here, at config load, a class of the script would be missing in every pool worker:
+        # they do not run the user's script (see aretriever.engine.workers)
+        raise ConfigError(
+            f"config: {key}: class {name!r} is in the script being run ({module}): the worker"
+            " processes cannot load it from there; move it to an importable module (e.g. a .py file"
+            " beside the script) and name that module instead"
+        )
     try:
         found = importlib.import_module(module)
     except ImportError as exc:

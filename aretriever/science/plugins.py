@@ -10,19 +10,15 @@ subclass written for the seed may keep the seed's method names where aretriever 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
-from aretriever.declared import SEED_MODULES, qualified
+from aretriever.declared import find_class, qualified
 from aretriever.errors import ConfigError
 
 T = TypeVar("T")
-
-# the script being run: ``__main__`` here, ``__mp_main__`` where multiprocessing re-ran it
-MAIN_MODULES: Final = frozenset({"__main__", "__mp_main__"})
 
 
 def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
@@ -44,24 +40,8 @@ def load_class(module: str, name: str, base: type[T], key: str) -> type[T]:
         class, the class does not extend ``base``, or it defines a seed method name that is never
         called (:func:`check_seed_names`).
     """
-    module = SEED_MODULES.get(module, module)
-    if module in MAIN_MODULES:
-        # found here, at config load, a class of the script would be missing in every pool worker:
-        # they do not run the user's script (see aretriever.engine.workers)
-        raise ConfigError(
-            f"config: {key}: class {name!r} is in the script being run ({module}): the worker"
-            " processes cannot load it from there; move it to an importable module (e.g. a .py file"
-            " beside the script) and name that module instead"
-        )
-    try:
-        found = importlib.import_module(module)
-    except ImportError as exc:
-        raise ConfigError(f"config: {key}: cannot import module {module!r}: {exc}") from exc
-    cls = getattr(found, name, None)
-    if cls is None:
-        public = sorted(n for n, v in vars(found).items() if isinstance(v, type) and not n.startswith("_"))
-        raise ConfigError(f"config: {key}: module {module!r} has no class {name!r} (it has {public})")
-    if not isinstance(cls, type) or not issubclass(cls, base):
+    cls = find_class(module, name, key)
+    if not issubclass(cls, base):
         raise ConfigError(
             f"config: {key}: {module}.{name} is not a subclass of {base.__module__}.{base.__qualname__}"
         )
